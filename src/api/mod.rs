@@ -1,0 +1,6 @@
+//! The HTTP endpoints, one file per resource. Handlers take plain extractors and return
+//! `Result<_, ApiError>`; routing lives in `http::router`.
+
+pub mod health;
+pub mod permissions;
+pub mod robots;

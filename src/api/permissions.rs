@@ -1,0 +1,171 @@
+//! Repository permissions for robots, the Quay-compatible subset of
+//! `/api/v1/repository/{ns}/{repo}/permissions/user/...`.
+//!
+//! fedgate records grants only; repositories need not exist (the registry stores images).
+//! A robot may be granted roles on repositories of its own namespace only.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::audit;
+use crate::http::auth::{Caller, repository_admin};
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBody, PathParams};
+use crate::names::{self, NameKind};
+use crate::store::{Robot, Role};
+
+#[derive(Debug, Serialize)]
+pub struct PermissionView {
+    role: &'static str,
+    name: String,
+    is_robot: bool,
+}
+
+impl PermissionView {
+    fn new(name: String, role: Role) -> Self {
+        Self {
+            role: role.as_str(),
+            name,
+            is_robot: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetPermission {
+    role: String,
+}
+
+/// Checks access and the repository name; returns `(namespace, repository)`.
+async fn repository(
+    state: &AppState,
+    caller: &Caller,
+    params: &PathParams,
+) -> Result<(String, String), ApiError> {
+    let namespace = params.get("ns").to_string();
+    repository_admin(state, caller, &namespace).await?;
+    let repo = params.get("repo").to_string();
+    names::check(NameKind::Repository, &repo).map_err(ApiError::bad_request)?;
+    Ok((namespace, repo))
+}
+
+/// Resolves `{name}` to a robot of `namespace`.
+async fn robot(state: &AppState, namespace: &str, full_name: &str) -> Result<Robot, ApiError> {
+    let Some((robot_ns, short)) = names::split_robot_name(full_name) else {
+        return Err(ApiError::bad_request(format!(
+            "{full_name:?} is not a robot account name (namespace+name); only robots can be granted permissions here"
+        )));
+    };
+    if robot_ns != namespace {
+        return Err(ApiError::bad_request(format!(
+            "Robot {full_name} may only be granted permissions on repositories in its own namespace ({robot_ns})"
+        )));
+    }
+    names::robot_full_name(robot_ns, short).map_err(ApiError::bad_request)?;
+    state
+        .store
+        .robot(namespace, short)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Robot not found: {full_name}")))
+}
+
+/// `GET .../permissions/user/`: every robot's role on the repository.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: PathParams,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (namespace, repo) = repository(&state, &caller, &params).await?;
+    let permissions: BTreeMap<String, PermissionView> = state
+        .store
+        .repository_grants(&namespace, &repo)
+        .await?
+        .into_iter()
+        .map(|g| {
+            let name = format!("{namespace}+{}", g.robot_short_name);
+            (name.clone(), PermissionView::new(name, g.role))
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "permissions": permissions })))
+}
+
+/// `GET .../permissions/user/{name}`.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: PathParams,
+) -> Result<Json<PermissionView>, ApiError> {
+    let (namespace, repo) = repository(&state, &caller, &params).await?;
+    let robot = robot(&state, &namespace, params.get("name")).await?;
+    let role = state
+        .store
+        .permission(robot.id, &repo)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "{} has no permission on {namespace}/{repo}",
+                robot.full_name()
+            ))
+        })?;
+    Ok(Json(PermissionView::new(robot.full_name(), role)))
+}
+
+/// `PUT .../permissions/user/{name}` with `{"role": "read" | "write" | "admin"}`.
+pub async fn set(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: PathParams,
+    JsonBody(body): JsonBody<SetPermission>,
+) -> Result<Json<PermissionView>, ApiError> {
+    let (namespace, repo) = repository(&state, &caller, &params).await?;
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Invalid role {:?}: must be read, write or admin",
+            body.role
+        ))
+    })?;
+    let robot = robot(&state, &namespace, params.get("name")).await?;
+    state
+        .store
+        .set_permission(robot.id, &repo, role)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Missing(_) => {
+                ApiError::not_found(format!("Robot not found: {}", robot.full_name()))
+            }
+            other => other.into(),
+        })?;
+    audit::admin_change(
+        &caller,
+        "permission.set",
+        &format!("{}:{namespace}/{repo}:{}", robot.full_name(), role.as_str()),
+    );
+    Ok(Json(PermissionView::new(robot.full_name(), role)))
+}
+
+/// `DELETE .../permissions/user/{name}`: 204.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: PathParams,
+) -> Result<StatusCode, ApiError> {
+    let (namespace, repo) = repository(&state, &caller, &params).await?;
+    let robot = robot(&state, &namespace, params.get("name")).await?;
+    if !state.store.delete_permission(robot.id, &repo).await? {
+        return Err(ApiError::not_found(format!(
+            "{} has no permission on {namespace}/{repo}",
+            robot.full_name()
+        )));
+    }
+    audit::admin_change(
+        &caller,
+        "permission.delete",
+        &format!("{}:{namespace}/{repo}", robot.full_name()),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}

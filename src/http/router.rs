@@ -1,0 +1,144 @@
+//! The route table, and one middleware that every request passes: it renders [`ApiError`]s,
+//! turns axum's bare 405s into error bodies, counts the request in the metrics and writes the
+//! request log line (fields first; route patterns, never tokens or query strings).
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderValue, Method, StatusCode, header};
+
+use super::ClientAddr;
+use super::error::{ApiError, ErrorType};
+use crate::api::{health, permissions, robots};
+use crate::app::AppState;
+use crate::metrics::Metrics;
+
+/// The gateway's public router (everything on `server.listen`).
+pub fn router(state: AppState) -> Router {
+    let robot_routes = |prefix: &str| {
+        Router::new()
+            .route(&format!("{prefix}/robots"), get(robots::list))
+            .route(
+                &format!("{prefix}/robots/{{short}}"),
+                get(robots::get).put(robots::create).delete(robots::delete),
+            )
+            .route(
+                &format!("{prefix}/robots/{{short}}/regenerate"),
+                post(robots::regenerate),
+            )
+            .route(
+                &format!("{prefix}/robots/{{short}}/permissions"),
+                get(robots::permissions),
+            )
+    };
+    Router::new()
+        .merge(robot_routes("/api/v1/user"))
+        .merge(robot_routes("/api/v1/organization/{org}"))
+        .route(
+            "/api/v1/repository/{ns}/{repo}/permissions/user/",
+            get(permissions::list),
+        )
+        .route(
+            "/api/v1/repository/{ns}/{repo}/permissions/user/{name}",
+            get(permissions::get)
+                .put(permissions::set)
+                .delete(permissions::delete),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The router of `server.metrics_listen`: `/metrics` and nothing else.
+pub fn metrics_router(metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .with_state(metrics)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("No such endpoint")
+}
+
+/// Methods outside this set are counted as `other`, keeping the label bounded.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && response.extensions().get::<ApiError>().is_none()
+    {
+        let allow = response.headers().get(header::ALLOW).cloned();
+        response = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorType::InvalidRequest,
+            format!("Method {method} is not allowed here"),
+        )
+        .into_response();
+        if let Some(allow) = allow {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
+    let error = response.extensions_mut().remove::<ApiError>();
+    if let Some(error) = &error {
+        let body = error.body(&state.config.server.public_url).to_string();
+        *response.body_mut() = Body::from(body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let method = method_label(&method);
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method, &status.to_string()])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[route.as_str()])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "http",
+        method,
+        route,
+        status,
+        elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        client = %client.map(|c| c.to_string()).unwrap_or_default(),
+        error_type = error.as_ref().map(|e| e.error_type.as_str()),
+        "request"
+    );
+    response
+}

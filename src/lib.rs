@@ -1,0 +1,32 @@
+//! fedgate: an OIDC federation gateway for container-registry robot accounts.
+//!
+//! Module map (the request path runs top to bottom):
+//!
+//! - [`config`]: typed configuration from TOML plus `FEDGATE_<SECTION>_<KEY>`, validated once.
+//! - [`http`]: the hyper listener (TLS, timeouts, connection cap, graceful shutdown), the router,
+//!   error bodies and the admin-API authentication.
+//! - [`api`]: one file per resource: robots, repository permissions, health.
+//! - [`tokens`]: secrets fedgate creates: opaque tokens (prefix + checksum) and their at-rest
+//!   protection (AES-256-GCM sealing, keyed lookup hashes).
+//! - [`store`]: persistence traits per aggregate and their sqlx implementation (SQLite or PostgreSQL).
+//! - [`metrics`]: every Prometheus metric, declared in one place.
+//! - [`clock`], [`rng`]: time and randomness behind traits so tests can replace them.
+//! - [`app`]: the state handlers share; [`server`]: runs the listeners until shutdown.
+//! - [`audit`]: one audit line per admin change; [`logging`]: text or JSON logs.
+//! - [`names`]: the naming rules of robots, namespaces and repositories.
+//! - [`cli`]: the verbs of the `fedgate` binary.
+
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod names;
+pub mod rng;
+pub mod server;
+pub mod store;
+pub mod tokens;

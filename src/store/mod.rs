@@ -1,0 +1,200 @@
+//! Persistence: one trait per aggregate, implemented by [`SqlStore`] for SQLite and PostgreSQL.
+//!
+//! Handlers depend on the [`Store`] trait object only. Every write that must be all-or-nothing
+//! is a single statement or a single transaction inside the implementation, so a failed request
+//! never leaves half a change behind.
+
+mod sql;
+
+use async_trait::async_trait;
+
+pub use sql::SqlStore;
+
+/// Seconds since the Unix epoch.
+pub type Unix = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row with the same key exists (unique constraint).
+    #[error("already exists")]
+    Conflict,
+    /// A row the write refers to does not exist.
+    #[error("{0} not found")]
+    Missing(&'static str),
+    /// The database failed or is unreachable; callers answer 503/500, never a client error.
+    #[error("database error: {0}")]
+    Backend(#[from] sqlx::Error),
+    /// A stored value could not be read back (corruption or a newer schema).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceKind {
+    User,
+    Org,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgRole {
+    Admin,
+    Member,
+}
+
+impl OrgRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrgRole::Admin => "admin",
+            OrgRole::Member => "member",
+        }
+    }
+}
+
+/// An admin-API access token as stored: never the token itself.
+#[derive(Debug, Clone)]
+pub struct ApiTokenRecord {
+    pub username: String,
+    /// Space-separated scopes.
+    pub scopes: String,
+    pub expires_at: Option<Unix>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Robot {
+    pub id: i64,
+    pub namespace: String,
+    pub short_name: String,
+    pub description: String,
+    /// `unstructured_metadata`, as a serialized JSON object.
+    pub metadata: String,
+    /// The robot token, sealed with the at-rest key (see `tokens::at_rest`).
+    pub token_sealed: String,
+    /// Changes whenever minted tokens must stop working (regenerate, federation change).
+    pub revision: i64,
+    pub created_at: Unix,
+    pub last_accessed: Option<Unix>,
+}
+
+impl Robot {
+    pub fn full_name(&self) -> String {
+        format!("{}+{}", self.namespace, self.short_name)
+    }
+}
+
+/// Everything needed to insert a robot; the caller generates id, token and revision.
+#[derive(Debug, Clone)]
+pub struct NewRobot {
+    pub id: i64,
+    pub namespace: String,
+    pub short_name: String,
+    pub description: String,
+    pub metadata: String,
+    pub token_sealed: String,
+    pub token_lookup: String,
+    pub revision: i64,
+    pub created_at: Unix,
+}
+
+/// A repository role, as Quay names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "read" => Some(Role::Read),
+            "write" => Some(Role::Write),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// One robot's role on one repository of its namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub robot_short_name: String,
+    pub repository: String,
+    pub role: Role,
+}
+
+#[async_trait]
+pub trait NamespaceStore {
+    async fn create_user(&self, name: &str, now: Unix) -> StoreResult<()>;
+    /// Creates the organization with `admin` (an existing user) as its first admin.
+    async fn create_org(&self, name: &str, admin: &str, now: Unix) -> StoreResult<()>;
+    /// Adds `user` to `org`, or changes the role of an existing member.
+    async fn set_member(&self, org: &str, user: &str, role: OrgRole) -> StoreResult<()>;
+    async fn namespace_kind(&self, name: &str) -> StoreResult<Option<NamespaceKind>>;
+    async fn org_role(&self, org: &str, user: &str) -> StoreResult<Option<OrgRole>>;
+}
+
+#[async_trait]
+pub trait ApiTokenStore {
+    async fn insert_api_token(
+        &self,
+        lookup: &str,
+        record: &ApiTokenRecord,
+        now: Unix,
+    ) -> StoreResult<()>;
+    async fn api_token(&self, lookup: &str) -> StoreResult<Option<ApiTokenRecord>>;
+}
+
+#[async_trait]
+pub trait RobotStore {
+    async fn create_robot(&self, robot: &NewRobot) -> StoreResult<Robot>;
+    async fn robot(&self, namespace: &str, short_name: &str) -> StoreResult<Option<Robot>>;
+    /// Robots of a namespace by name, at most `limit` of them.
+    async fn list_robots(&self, namespace: &str, limit: Option<u64>) -> StoreResult<Vec<Robot>>;
+    /// Deletes the robot and, by cascade, its permissions (and later federation entries).
+    async fn delete_robot(&self, namespace: &str, short_name: &str) -> StoreResult<bool>;
+    /// Replaces the robot's token and revision; `None` when the robot does not exist.
+    async fn replace_robot_token(
+        &self,
+        robot_id: i64,
+        token_sealed: &str,
+        token_lookup: &str,
+        revision: i64,
+    ) -> StoreResult<Option<Robot>>;
+    async fn robot_by_token_lookup(&self, lookup: &str) -> StoreResult<Option<Robot>>;
+}
+
+#[async_trait]
+pub trait PermissionStore {
+    /// Grants or changes the robot's role on a repository of its namespace.
+    async fn set_permission(&self, robot_id: i64, repository: &str, role: Role) -> StoreResult<()>;
+    async fn delete_permission(&self, robot_id: i64, repository: &str) -> StoreResult<bool>;
+    async fn permission(&self, robot_id: i64, repository: &str) -> StoreResult<Option<Role>>;
+    /// Every robot's role on one repository of `namespace`.
+    async fn repository_grants(&self, namespace: &str, repository: &str)
+    -> StoreResult<Vec<Grant>>;
+    /// Every grant held by robots of `namespace`.
+    async fn namespace_grants(&self, namespace: &str) -> StoreResult<Vec<Grant>>;
+    /// Every grant held by one robot.
+    async fn robot_grants(&self, robot_id: i64) -> StoreResult<Vec<Grant>>;
+}
+
+/// Everything the gateway persists.
+#[async_trait]
+pub trait Store:
+    NamespaceStore + ApiTokenStore + RobotStore + PermissionStore + Send + Sync + 'static
+{
+    /// Cheap liveness check for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Closes connections at shutdown.
+    async fn close(&self);
+}

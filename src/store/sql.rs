@@ -1,0 +1,464 @@
+//! The sqlx implementation of every store trait, for SQLite and PostgreSQL alike.
+//!
+//! It runs on sqlx's `Any` driver: the schema and queries are written in the SQL both databases
+//! share (`$n` placeholders, `ON CONFLICT`, `RETURNING`), so one implementation and one set of
+//! migrations serve both, and the test suite runs every query against both.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::error::ErrorKind;
+use sqlx::{AnyPool, Executor, Row};
+
+use super::{
+    ApiTokenRecord, ApiTokenStore, Grant, NamespaceKind, NamespaceStore, NewRobot, OrgRole,
+    PermissionStore, Robot, RobotStore, Role, Store, StoreError, StoreResult, Unix,
+};
+use crate::config::DatabaseKind;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
+
+const ROBOT_COLUMNS: &str = "id, namespace, short_name, description, metadata, token_sealed, \
+                             revision, created_at, last_accessed";
+
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+}
+
+impl SqlStore {
+    /// Opens a pool. For SQLite the file (and its directory) is created when missing and the
+    /// database is put in WAL mode, so readers never wait for the writer.
+    pub async fn connect(url: &str, kind: DatabaseKind) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let (url, max_connections) = match kind {
+            DatabaseKind::Sqlite => (sqlite_url_creating_dir(url)?, 8),
+            DatabaseKind::Postgres => (url.to_string(), 16),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if kind == DatabaseKind::Sqlite {
+                        // Durable at every checkpoint; the WAL makes NORMAL safe from corruption.
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        if kind == DatabaseKind::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations (idempotent; safe to run from several processes).
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// `sqlite://data/fedgate.db` → creates `data/` and asks sqlx to create the file.
+fn sqlite_url_creating_dir(url: &str) -> Result<String, sqlx::Error> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let parent = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|_| path != ":memory:") {
+        std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+    }
+    let mode = if query.split('&').any(|kv| kv.starts_with("mode=")) {
+        String::new()
+    } else if query.is_empty() {
+        "?mode=rwc".into()
+    } else {
+        "&mode=rwc".into()
+    };
+    Ok(format!("sqlite://{rest}{mode}"))
+}
+
+/// Maps constraint violations to what they mean; everything else is a backend failure.
+fn classify(err: sqlx::Error, missing: &'static str) -> StoreError {
+    if let sqlx::Error::Database(db) = &err {
+        match db.kind() {
+            ErrorKind::UniqueViolation => return StoreError::Conflict,
+            ErrorKind::ForeignKeyViolation => return StoreError::Missing(missing),
+            _ => {}
+        }
+    }
+    StoreError::Backend(err)
+}
+
+fn robot_from_row(row: &AnyRow) -> StoreResult<Robot> {
+    Ok(Robot {
+        id: row.try_get("id")?,
+        namespace: row.try_get("namespace")?,
+        short_name: row.try_get("short_name")?,
+        description: row.try_get("description")?,
+        metadata: row.try_get("metadata")?,
+        token_sealed: row.try_get("token_sealed")?,
+        revision: row.try_get("revision")?,
+        created_at: row.try_get("created_at")?,
+        last_accessed: row.try_get("last_accessed")?,
+    })
+}
+
+fn grant_from_row(row: &AnyRow) -> StoreResult<Grant> {
+    let role: String = row.try_get("role")?;
+    Ok(Grant {
+        robot_short_name: row.try_get("short_name")?,
+        repository: row.try_get("repository")?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
+    })
+}
+
+#[async_trait]
+impl NamespaceStore for SqlStore {
+    async fn create_user(&self, name: &str, now: Unix) -> StoreResult<()> {
+        sqlx::query("INSERT INTO namespaces (name, kind, created_at) VALUES ($1, 'user', $2)")
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| classify(e, "namespace"))?;
+        Ok(())
+    }
+
+    async fn create_org(&self, name: &str, admin: &str, now: Unix) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // Write first: on SQLite this takes the write lock before any read, so a concurrent
+        // writer makes us wait instead of failing the transaction.
+        sqlx::query("INSERT INTO namespaces (name, kind, created_at) VALUES ($1, 'org', $2)")
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "namespace"))?;
+        let admin_kind: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM namespaces WHERE name = $1")
+                .bind(admin)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if admin_kind.as_deref() != Some("user") {
+            return Err(StoreError::Missing("user"));
+        }
+        sqlx::query("INSERT INTO org_members (org, username, role) VALUES ($1, $2, 'admin')")
+            .bind(name)
+            .bind(admin)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "user"))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_member(&self, org: &str, user: &str, role: OrgRole) -> StoreResult<()> {
+        if self.namespace_kind(org).await? != Some(NamespaceKind::Org) {
+            return Err(StoreError::Missing("organization"));
+        }
+        if self.namespace_kind(user).await? != Some(NamespaceKind::User) {
+            return Err(StoreError::Missing("user"));
+        }
+        sqlx::query(
+            "INSERT INTO org_members (org, username, role) VALUES ($1, $2, $3) \
+             ON CONFLICT (org, username) DO UPDATE SET role = excluded.role",
+        )
+        .bind(org)
+        .bind(user)
+        .bind(role.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| classify(e, "user"))?;
+        Ok(())
+    }
+
+    async fn namespace_kind(&self, name: &str) -> StoreResult<Option<NamespaceKind>> {
+        let kind: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM namespaces WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match kind.as_deref() {
+            None => None,
+            Some("user") => Some(NamespaceKind::User),
+            Some("org") => Some(NamespaceKind::Org),
+            Some(other) => return Err(StoreError::Corrupt(format!("namespace kind {other:?}"))),
+        })
+    }
+
+    async fn org_role(&self, org: &str, user: &str) -> StoreResult<Option<OrgRole>> {
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM org_members WHERE org = $1 AND username = $2")
+                .bind(org)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match role.as_deref() {
+            None => None,
+            Some("admin") => Some(OrgRole::Admin),
+            Some("member") => Some(OrgRole::Member),
+            Some(other) => return Err(StoreError::Corrupt(format!("member role {other:?}"))),
+        })
+    }
+}
+
+#[async_trait]
+impl ApiTokenStore for SqlStore {
+    async fn insert_api_token(
+        &self,
+        lookup: &str,
+        record: &ApiTokenRecord,
+        now: Unix,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (token_lookup, username, scopes, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(lookup)
+        .bind(&record.username)
+        .bind(&record.scopes)
+        .bind(now)
+        .bind(record.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| classify(e, "user"))?;
+        Ok(())
+    }
+
+    async fn api_token(&self, lookup: &str) -> StoreResult<Option<ApiTokenRecord>> {
+        let row = sqlx::query(
+            "SELECT username, scopes, expires_at FROM api_tokens WHERE token_lookup = $1",
+        )
+        .bind(lookup)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(ApiTokenRecord {
+                username: row.try_get("username")?,
+                scopes: row.try_get("scopes")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl RobotStore for SqlStore {
+    async fn create_robot(&self, robot: &NewRobot) -> StoreResult<Robot> {
+        let sql = format!(
+            "INSERT INTO robots (id, namespace, short_name, description, metadata, token_sealed, \
+             token_lookup, revision, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             RETURNING {ROBOT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(robot.id)
+            .bind(&robot.namespace)
+            .bind(&robot.short_name)
+            .bind(&robot.description)
+            .bind(&robot.metadata)
+            .bind(&robot.token_sealed)
+            .bind(&robot.token_lookup)
+            .bind(robot.revision)
+            .bind(robot.created_at)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| classify(e, "namespace"))?;
+        robot_from_row(&row)
+    }
+
+    async fn robot(&self, namespace: &str, short_name: &str) -> StoreResult<Option<Robot>> {
+        let sql =
+            format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE namespace = $1 AND short_name = $2");
+        let row = sqlx::query(&sql)
+            .bind(namespace)
+            .bind(short_name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(robot_from_row).transpose()
+    }
+
+    async fn list_robots(&self, namespace: &str, limit: Option<u64>) -> StoreResult<Vec<Robot>> {
+        let base =
+            format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE namespace = $1 ORDER BY short_name");
+        let rows = match limit {
+            Some(limit) => {
+                sqlx::query(&format!("{base} LIMIT $2"))
+                    .bind(namespace)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&base)
+                    .bind(namespace)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(robot_from_row).collect()
+    }
+
+    async fn delete_robot(&self, namespace: &str, short_name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM robots WHERE namespace = $1 AND short_name = $2")
+            .bind(namespace)
+            .bind(short_name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn replace_robot_token(
+        &self,
+        robot_id: i64,
+        token_sealed: &str,
+        token_lookup: &str,
+        revision: i64,
+    ) -> StoreResult<Option<Robot>> {
+        let sql = format!(
+            "UPDATE robots SET token_sealed = $1, token_lookup = $2, revision = $3 \
+             WHERE id = $4 RETURNING {ROBOT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(token_sealed)
+            .bind(token_lookup)
+            .bind(revision)
+            .bind(robot_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| classify(e, "robot"))?;
+        row.as_ref().map(robot_from_row).transpose()
+    }
+
+    async fn robot_by_token_lookup(&self, lookup: &str) -> StoreResult<Option<Robot>> {
+        let sql = format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE token_lookup = $1");
+        let row = sqlx::query(&sql)
+            .bind(lookup)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(robot_from_row).transpose()
+    }
+}
+
+#[async_trait]
+impl PermissionStore for SqlStore {
+    async fn set_permission(&self, robot_id: i64, repository: &str, role: Role) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO repository_permissions (robot_id, repository, role) VALUES ($1, $2, $3) \
+             ON CONFLICT (robot_id, repository) DO UPDATE SET role = excluded.role",
+        )
+        .bind(robot_id)
+        .bind(repository)
+        .bind(role.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| classify(e, "robot"))?;
+        Ok(())
+    }
+
+    async fn delete_permission(&self, robot_id: i64, repository: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM repository_permissions WHERE robot_id = $1 AND repository = $2",
+        )
+        .bind(robot_id)
+        .bind(repository)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn permission(&self, robot_id: i64, repository: &str) -> StoreResult<Option<Role>> {
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM repository_permissions WHERE robot_id = $1 AND repository = $2",
+        )
+        .bind(robot_id)
+        .bind(repository)
+        .fetch_optional(&self.pool)
+        .await?;
+        role.map(|r| Role::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("role {r:?}"))))
+            .transpose()
+    }
+
+    async fn repository_grants(
+        &self,
+        namespace: &str,
+        repository: &str,
+    ) -> StoreResult<Vec<Grant>> {
+        let rows = sqlx::query(
+            "SELECT r.short_name, p.repository, p.role FROM repository_permissions p \
+             JOIN robots r ON r.id = p.robot_id \
+             WHERE r.namespace = $1 AND p.repository = $2 ORDER BY r.short_name",
+        )
+        .bind(namespace)
+        .bind(repository)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(grant_from_row).collect()
+    }
+
+    async fn namespace_grants(&self, namespace: &str) -> StoreResult<Vec<Grant>> {
+        let rows = sqlx::query(
+            "SELECT r.short_name, p.repository, p.role FROM repository_permissions p \
+             JOIN robots r ON r.id = p.robot_id \
+             WHERE r.namespace = $1 ORDER BY r.short_name, p.repository",
+        )
+        .bind(namespace)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(grant_from_row).collect()
+    }
+
+    async fn robot_grants(&self, robot_id: i64) -> StoreResult<Vec<Grant>> {
+        let rows = sqlx::query(
+            "SELECT r.short_name, p.repository, p.role FROM repository_permissions p \
+             JOIN robots r ON r.id = p.robot_id WHERE r.id = $1 ORDER BY p.repository",
+        )
+        .bind(robot_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(grant_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_get_create_mode_and_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sub/fed.db");
+        let url = sqlite_url_creating_dir(&format!("sqlite://{}", db.display())).unwrap();
+        assert!(url.ends_with("fed.db?mode=rwc"), "{url}");
+        assert!(dir.path().join("sub").is_dir());
+        let kept = sqlite_url_creating_dir("sqlite::memory:?mode=memory").unwrap();
+        assert_eq!(kept, "sqlite://:memory:?mode=memory");
+    }
+}

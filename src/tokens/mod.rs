@@ -1,0 +1,10 @@
+//! Secrets fedgate creates and how they are kept.
+//!
+//! - [`opaque`]: robot and API tokens: a recognisable prefix, 256 bits of randomness and a
+//!   checksum, so leaked tokens are findable by secret scanners and garbage is refused without
+//!   a database lookup.
+//! - [`at_rest`]: the key in `keys.dir` that seals robot tokens (AES-256-GCM) and derives the
+//!   keyed lookup hash under which every token is stored.
+
+pub mod at_rest;
+pub mod opaque;
