@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
+use crate::admin::issue_api_token;
 use crate::app::{AppState, open_store};
 use crate::audit;
 use crate::clock::{Clock, SystemClock};
@@ -16,9 +17,8 @@ use crate::http::auth::Scope;
 use crate::http::listener::{self, ServeOptions};
 use crate::names::{self, NameKind};
 use crate::rng::SystemRng;
-use crate::store::{ApiTokenRecord, ApiTokenStore, NamespaceStore, OrgRole, StoreError};
+use crate::store::{NamespaceStore, OrgRole, StoreError};
 use crate::tokens::at_rest::AtRestKeys;
-use crate::tokens::opaque::{self, TokenKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -226,28 +226,13 @@ async fn create_token(
         .transpose()?;
 
     let store = open_store(&config).await.map_err(failure)?;
-    if store.namespace_kind(&user).await.map_err(failure)?
-        != Some(crate::store::NamespaceKind::User)
-    {
-        return Err(failure(format!("no user named {user}")));
-    }
     let rng = SystemRng::default();
     let keys = AtRestKeys::load_or_create(&config.keys.dir, &rng).map_err(failure)?;
-    let token = opaque::generate(TokenKind::Api, &rng).map_err(failure)?;
-    let record = ApiTokenRecord {
-        username: user.clone(),
-        scopes: parsed
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-        expires_at,
-    };
-    store
-        .insert_api_token(&keys.lookup_hash(token.expose_secret()), &record, now)
+    let token = issue_api_token(&store, &keys, &rng, &user, &parsed, now, expires_at)
         .await
         .map_err(failure)?;
-    audit::cli_change("token.create", &format!("{user}:{}", record.scopes));
+    let scopes: Vec<&str> = parsed.iter().map(|s| s.as_str()).collect();
+    audit::cli_change("token.create", &format!("{user}:{}", scopes.join(" ")));
     println!("{}", token.expose_secret());
     Ok(())
 }

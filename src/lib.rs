@@ -14,8 +14,9 @@
 //! - [`app`]: the state handlers share; [`server`]: runs the listeners until shutdown.
 //! - [`audit`]: one audit line per admin change; [`logging`]: text or JSON logs.
 //! - [`names`]: the naming rules of robots, namespaces and repositories.
-//! - [`cli`]: the verbs of the `fedgate` binary.
+//! - [`cli`]: the verbs of the `fedgate` binary; [`admin`]: operations it shares with tests.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod audit;

@@ -229,7 +229,7 @@ pub async fn create(
         serde_json::Value::Object(body.unstructured_metadata.unwrap_or_default()).to_string();
     if metadata.len() > MAX_METADATA_BYTES {
         return Err(ApiError::bad_request(format!(
-            "unstructured_metadata may be at most {MAX_METADATA_BYTES} bytes serialized"
+            "unstructured_metadata may be at most 64 KiB ({MAX_METADATA_BYTES} bytes) serialized"
         )));
     }
     let id = random_i64(&state)?;

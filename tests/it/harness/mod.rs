@@ -1,0 +1,279 @@
+//! Test harness: a real gateway served over loopback HTTP, on SQLite or PostgreSQL.
+
+pub mod postgres;
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use fedgate::admin::issue_api_token;
+use fedgate::app::{AppState, open_store};
+use fedgate::clock::SystemClock;
+use fedgate::config::Config;
+use fedgate::http::auth::Scope;
+use fedgate::http::listener::ServeOptions;
+use fedgate::rng::{Rng, SystemRng};
+use fedgate::store::{OrgRole, Store};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per database for each named `async fn(Backend)`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// A port that was free a moment ago (for child processes that must bind it themselves).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
+
+pub fn random_suffix() -> String {
+    format!("{:x}", SystemRng::default().positive_i64().unwrap())
+}
+
+/// A database URL for a fresh, empty database of `backend` inside `dir`.
+pub async fn database_url(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}/fedgate.db", dir.display()),
+        Backend::Postgres => postgres::server().fresh_database().await,
+    }
+}
+
+/// An HTTP answer, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    /// The `error_message` of an ApiError body.
+    pub fn message(&self) -> String {
+        self.json()["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+pub async fn send(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.expect("request reaches the gateway");
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        text: response.text().await.unwrap_or_default(),
+    }
+}
+
+/// A gateway running in this process on loopback.
+pub struct Gateway {
+    pub url: String,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    _task: JoinHandle<()>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl Gateway {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts with the harness defaults changed by `adjust`.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut config = Config::default();
+        config.storage.database_url = database_url(backend, dir.path()).await;
+        config.keys.dir = dir.path().join("keys");
+        adjust(&mut config);
+        Self::serve(config, dir, ServeOptions::default()).await
+    }
+
+    /// Serves `config` (its listen addresses are replaced by fresh loopback ports).
+    pub async fn serve(
+        mut config: Config,
+        dir: Arc<tempfile::TempDir>,
+        options: ServeOptions,
+    ) -> Self {
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = public.local_addr().unwrap();
+        config.server.listen = addr;
+        config.server.metrics_listen = metrics.local_addr().unwrap().to_string();
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        config.server.public_url = format!("{scheme}://{addr}");
+        config.validate().expect("test configuration is valid");
+        let store = open_store(&config).await.expect("open the test database");
+        let state = AppState::with_parts(
+            config.clone(),
+            Arc::new(store),
+            Arc::new(SystemClock),
+            Arc::new(SystemRng::default()),
+        )
+        .expect("state");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(fedgate::server::run(
+            state.clone(),
+            public,
+            Some(metrics),
+            options,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            url: config.server.public_url.clone(),
+            state,
+            client: reqwest::Client::new(),
+            config,
+            stop: Some(stop),
+            _task: task,
+            _dir: dir,
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.state.store.as_ref()
+    }
+
+    pub async fn user(&self, name: &str) {
+        self.store().create_user(name, 1_700_000_000).await.unwrap();
+    }
+
+    pub async fn org(&self, name: &str, admin: &str) {
+        self.store()
+            .create_org(name, admin, 1_700_000_000)
+            .await
+            .unwrap();
+    }
+
+    pub async fn member(&self, org: &str, user: &str, role: OrgRole) {
+        self.store().set_member(org, user, role).await.unwrap();
+    }
+
+    /// An API token for `user` with `scopes`.
+    pub async fn token(&self, user: &str, scopes: &[Scope]) -> String {
+        self.token_expiring(user, scopes, None).await
+    }
+
+    pub async fn token_expiring(
+        &self,
+        user: &str,
+        scopes: &[Scope],
+        expires_at: Option<i64>,
+    ) -> String {
+        let token = issue_api_token(
+            self.store(),
+            &self.state.at_rest,
+            self.state.rng.as_ref(),
+            user,
+            scopes,
+            1_700_000_000,
+            expires_at,
+        )
+        .await
+        .unwrap();
+        token.expose_secret().to_string()
+    }
+
+    /// A user with a token carrying every scope.
+    pub async fn admin(&self, name: &str) -> String {
+        self.user(name).await;
+        self.token(name, &Scope::ALL).await
+    }
+
+    /// `method path` with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        send(request).await
+    }
+
+    /// `method path` with a raw body.
+    pub async fn call_raw(&self, method: &str, path: &str, token: &str, body: Vec<u8>) -> Reply {
+        send(
+            self.client
+                .request(method.parse().unwrap(), format!("{}{path}", self.url))
+                .bearer_auth(token)
+                .body(body),
+        )
+        .await
+    }
+
+    /// Number of robots in `namespace`, straight from the store.
+    pub async fn robot_count(&self, namespace: &str) -> usize {
+        self.store()
+            .list_robots(namespace, None)
+            .await
+            .unwrap()
+            .len()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

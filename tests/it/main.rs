@@ -1,0 +1,10 @@
+//! The integration tests: one binary, real servers. Tests that depend on the database run
+//! against both SQLite and PostgreSQL (see `on_both_databases!`).
+
+mod harness;
+
+mod authz;
+mod binary;
+mod listener;
+mod permissions;
+mod robots;
