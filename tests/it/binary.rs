@@ -321,3 +321,16 @@ async fn invalid_configuration_exits_64_with_one_line() {
 }
 
 on_both_databases!(admin_verbs_serve_and_restart_lose_nothing);
+
+#[test]
+fn the_example_configuration_is_valid_and_documents_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/fedgate.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let example = fedgate::config::Config::from_toml(&text).unwrap();
+    let defaults = fedgate::config::Config::default();
+    assert_eq!(
+        toml::to_string(&example).unwrap(),
+        toml::to_string(&defaults).unwrap(),
+        "config/fedgate.toml shows every default as it is"
+    );
+}
