@@ -27,6 +27,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod names;
+pub mod oidc;
 pub mod rng;
 pub mod server;
 pub mod store;

@@ -8,6 +8,8 @@ mod sql;
 
 use async_trait::async_trait;
 
+pub use crate::oidc::policy::FederationEntry;
+
 pub use sql::SqlStore;
 
 /// Seconds since the Unix epoch.
@@ -188,10 +190,47 @@ pub trait PermissionStore {
     async fn robot_grants(&self, robot_id: i64) -> StoreResult<Vec<Grant>>;
 }
 
+#[async_trait]
+pub trait FederationStore {
+    /// The robot's entries, in the order they were given.
+    async fn federation(&self, robot_id: i64) -> StoreResult<Vec<FederationEntry>>;
+    /// Replaces the whole list and sets the robot's new revision, in one transaction, so
+    /// tokens minted under the old list stop working. `Missing` when the robot is gone.
+    async fn replace_federation(
+        &self,
+        robot_id: i64,
+        entries: &[FederationEntry],
+        revision: i64,
+    ) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait ReplayStore {
+    /// Records `(issuer, jti)` until `expires_at`. True the first time; false while an
+    /// unexpired record exists. Atomic: of concurrent calls, exactly one gets true.
+    async fn record_once(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: Unix,
+        now: Unix,
+    ) -> StoreResult<bool>;
+    /// Deletes expired records; returns how many.
+    async fn purge_replay_records(&self, now: Unix) -> StoreResult<u64>;
+}
+
 /// Everything the gateway persists.
 #[async_trait]
 pub trait Store:
-    NamespaceStore + ApiTokenStore + RobotStore + PermissionStore + Send + Sync + 'static
+    NamespaceStore
+    + ApiTokenStore
+    + RobotStore
+    + PermissionStore
+    + FederationStore
+    + ReplayStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Cheap liveness check for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

@@ -13,8 +13,9 @@ use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor, Row};
 
 use super::{
-    ApiTokenRecord, ApiTokenStore, Grant, NamespaceKind, NamespaceStore, NewRobot, OrgRole,
-    PermissionStore, Robot, RobotStore, Role, Store, StoreError, StoreResult, Unix,
+    ApiTokenRecord, ApiTokenStore, FederationEntry, FederationStore, Grant, NamespaceKind,
+    NamespaceStore, NewRobot, OrgRole, PermissionStore, ReplayStore, Robot, RobotStore, Role,
+    Store, StoreError, StoreResult, Unix,
 };
 use crate::config::DatabaseKind;
 
@@ -432,6 +433,106 @@ impl PermissionStore for SqlStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(grant_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl FederationStore for SqlStore {
+    async fn federation(&self, robot_id: i64) -> StoreResult<Vec<FederationEntry>> {
+        let rows = sqlx::query(
+            "SELECT issuer, subject, audiences, conditions FROM federation_entries \
+             WHERE robot_id = $1 ORDER BY position",
+        )
+        .bind(robot_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let audiences: String = row.try_get("audiences")?;
+                let conditions: String = row.try_get("conditions")?;
+                Ok(FederationEntry {
+                    issuer: row.try_get("issuer")?,
+                    subject: row.try_get("subject")?,
+                    audiences: serde_json::from_str(&audiences)
+                        .map_err(|e| StoreError::Corrupt(format!("audiences: {e}")))?,
+                    conditions: serde_json::from_str(&conditions)
+                        .map_err(|e| StoreError::Corrupt(format!("conditions: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_federation(
+        &self,
+        robot_id: i64,
+        entries: &[FederationEntry],
+        revision: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // The UPDATE comes first: it takes SQLite's write lock before any read.
+        let updated = sqlx::query("UPDATE robots SET revision = $1 WHERE id = $2")
+            .bind(revision)
+            .bind(robot_id)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::Missing("robot"));
+        }
+        sqlx::query("DELETE FROM federation_entries WHERE robot_id = $1")
+            .bind(robot_id)
+            .execute(&mut *tx)
+            .await?;
+        for (position, entry) in entries.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO federation_entries \
+                 (robot_id, position, issuer, subject, audiences, conditions) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(robot_id)
+            .bind(position as i64)
+            .bind(&entry.issuer)
+            .bind(&entry.subject)
+            .bind(serde_json::to_string(&entry.audiences).unwrap_or_else(|_| "[]".into()))
+            .bind(serde_json::to_string(&entry.conditions).unwrap_or_else(|_| "{}".into()))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "robot"))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReplayStore for SqlStore {
+    async fn record_once(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: Unix,
+        now: Unix,
+    ) -> StoreResult<bool> {
+        // Inserts, or takes over an expired record; a live record makes this a no-op.
+        let done = sqlx::query(
+            "INSERT INTO replay_records (issuer, jti, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE replay_records.expires_at < $4",
+        )
+        .bind(issuer)
+        .bind(jti)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn purge_replay_records(&self, now: Unix) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM replay_records WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -1,0 +1,390 @@
+//! Compact JWS (RFC 7515) parsing, JWK (RFC 7517) keys, and the algorithm allow-list.
+//!
+//! Keys are parsed once, when a JWKS is loaded, into aws-lc-rs `ParsedPublicKey`s; verifying a
+//! signature then costs only the signature check itself. `none` and every HMAC algorithm are
+//! refused outright: a public key is never used as an HMAC secret.
+
+use std::collections::HashMap;
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+
+/// Largest identity token accepted; real ones are 1–3 KiB.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Signature algorithms fedgate accepts on identity tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl Alg {
+    pub const RSA: [Alg; 6] = [
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+    ];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "RS256" => Alg::RS256,
+            "RS384" => Alg::RS384,
+            "RS512" => Alg::RS512,
+            "PS256" => Alg::PS256,
+            "PS384" => Alg::PS384,
+            "PS512" => Alg::PS512,
+            "ES256" => Alg::ES256,
+            "ES384" => Alg::ES384,
+            "EdDSA" => Alg::EdDSA,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::EdDSA => "EdDSA",
+        }
+    }
+
+    fn rsa_parameters(self) -> Option<&'static signature::RsaParameters> {
+        Some(match self {
+            Alg::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+            Alg::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+            Alg::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+            Alg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+            Alg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+            Alg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+            _ => return None,
+        })
+    }
+}
+
+/// The JOSE header fields fedgate looks at.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Header {
+    pub alg: String,
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// Critical extensions fedgate does not understand make a token invalid (RFC 7515 §4.1.11).
+    #[serde(default)]
+    pub crit: Option<serde_json::Value>,
+}
+
+/// A compact JWS split and decoded, not yet verified.
+#[derive(Debug)]
+pub struct Compact<'a> {
+    pub header: Header,
+    /// The payload as a JSON object.
+    pub payload: serde_json::Map<String, serde_json::Value>,
+    /// `header.payload`, the bytes the signature covers.
+    pub signing_input: &'a [u8],
+    pub signature: Vec<u8>,
+}
+
+/// Why a token could not even be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub &'static str);
+
+/// Splits and decodes `header.payload.signature`.
+pub fn decode(token: &str) -> Result<Compact<'_>, Malformed> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Malformed("the token is larger than 16 KiB"));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Malformed("not a JWT (expected three dot-separated parts)"));
+    };
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| Malformed("the JWT header is not base64url"))?;
+    let header: Header = serde_json::from_slice(&header_bytes)
+        .map_err(|_| Malformed("the JWT header is not a JSON object with an alg"))?;
+    let payload_bytes = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| Malformed("the JWT payload is not base64url"))?;
+    let payload: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&payload_bytes)
+            .map_err(|_| Malformed("the JWT payload is not a JSON object"))?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| Malformed("the JWT signature is not base64url"))?;
+    Ok(Compact {
+        header,
+        payload,
+        signing_input: &token.as_bytes()[..h.len() + 1 + p.len()],
+        signature,
+    })
+}
+
+/// One public key, parsed for one algorithm.
+pub struct VerifyingKey {
+    pub kid: Option<String>,
+    pub alg: Alg,
+    key: ParsedPublicKey,
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.key.verify_sig(message, signature).is_ok()
+    }
+}
+
+/// An issuer's keys, indexed by `kid`.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    by_kid: HashMap<String, Vec<VerifyingKey>>,
+    without_kid: Vec<VerifyingKey>,
+    /// Distinct JWKs that yielded at least one usable key.
+    pub jwk_count: usize,
+}
+
+/// Outcome of looking a key up for a token header.
+pub enum KeyLookup<'a> {
+    Found(&'a VerifyingKey),
+    /// The `kid` is not in the set (a refetch may help).
+    UnknownKid,
+    /// No `kid` and more than one key: the token does not say which.
+    Ambiguous,
+    /// The key exists but its type does not allow the token's `alg`.
+    WrongAlgorithm,
+}
+
+impl KeySet {
+    pub fn find(&self, kid: Option<&str>, alg: Alg) -> KeyLookup<'_> {
+        let candidates: &[VerifyingKey] = match kid {
+            Some(kid) => match self.by_kid.get(kid) {
+                Some(keys) => keys,
+                None => return KeyLookup::UnknownKid,
+            },
+            None if self.jwk_count == 1 => match self.by_kid.values().next() {
+                Some(keys) => keys,
+                None => &self.without_kid,
+            },
+            None => return KeyLookup::Ambiguous,
+        };
+        candidates
+            .iter()
+            .find(|k| k.alg == alg)
+            .map_or(KeyLookup::WrongAlgorithm, KeyLookup::Found)
+    }
+
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct JwkSetDoc {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Jwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default, rename = "use")]
+    use_: Option<String>,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    y: Option<String>,
+}
+
+/// Parses a JWKS document. Keys fedgate cannot use (encryption keys, unknown types or curves,
+/// malformed members, weak RSA) are skipped; a document with no usable key is an error.
+pub fn parse_jwks(document: &[u8]) -> Result<KeySet, String> {
+    let doc: JwkSetDoc =
+        serde_json::from_slice(document).map_err(|e| format!("JWKS is not a JSON key set: {e}"))?;
+    let mut set = KeySet::default();
+    for value in doc.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
+            continue;
+        };
+        let keys = parse_jwk(&jwk);
+        if keys.is_empty() {
+            continue;
+        }
+        set.jwk_count += 1;
+        match &jwk.kid {
+            Some(kid) => set.by_kid.entry(kid.clone()).or_default().extend(keys),
+            None => set.without_kid.extend(keys),
+        }
+    }
+    if set.jwk_count == 0 {
+        return Err("JWKS holds no usable signing key".into());
+    }
+    Ok(set)
+}
+
+fn b64(field: &Option<String>) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(field.as_deref()?).ok()
+}
+
+fn parse_jwk(jwk: &Jwk) -> Vec<VerifyingKey> {
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return Vec::new();
+    }
+    let declared = match jwk.alg.as_deref() {
+        Some(name) => match Alg::parse(name) {
+            Some(alg) => Some(alg),
+            None => return Vec::new(),
+        },
+        None => None,
+    };
+    let allowed = |alg: Alg| declared.is_none_or(|d| d == alg);
+    let make = |alg: Alg, key: ParsedPublicKey| VerifyingKey {
+        kid: jwk.kid.clone(),
+        alg,
+        key,
+    };
+    match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+        ("RSA", _) => {
+            let (Some(n), Some(e)) = (b64(&jwk.n), b64(&jwk.e)) else {
+                return Vec::new();
+            };
+            let components = RsaPublicKeyComponents { n: &n, e: &e };
+            Alg::RSA
+                .into_iter()
+                .filter(|alg| allowed(*alg))
+                .filter_map(|alg| {
+                    let params = alg.rsa_parameters()?;
+                    components
+                        .to_parsed_public_key(params)
+                        .ok()
+                        .map(|k| make(alg, k))
+                })
+                .collect()
+        }
+        ("EC", Some(crv @ ("P-256" | "P-384"))) => {
+            let (alg, verification, len): (_, &'static dyn signature::VerificationAlgorithm, _) =
+                if crv == "P-256" {
+                    (Alg::ES256, &signature::ECDSA_P256_SHA256_FIXED, 32)
+                } else {
+                    (Alg::ES384, &signature::ECDSA_P384_SHA384_FIXED, 48)
+                };
+            let (Some(x), Some(y)) = (b64(&jwk.x), b64(&jwk.y)) else {
+                return Vec::new();
+            };
+            if !allowed(alg) || x.len() != len || y.len() != len {
+                return Vec::new();
+            }
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            ParsedPublicKey::new(verification, point)
+                .map(|k| vec![make(alg, k)])
+                .unwrap_or_default()
+        }
+        ("OKP", Some("Ed25519")) => {
+            let Some(x) = b64(&jwk.x) else {
+                return Vec::new();
+            };
+            if !allowed(Alg::EdDSA) || x.len() != 32 {
+                return Vec::new();
+            }
+            ParsedPublicKey::new(&signature::ED25519, x)
+                .map(|k| vec![make(Alg::EdDSA, k)])
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64json(v: serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[test]
+    fn decode_splits_and_bounds() {
+        let token = format!(
+            "{}.{}.{}",
+            b64json(serde_json::json!({"alg": "RS256", "kid": "k"})),
+            b64json(serde_json::json!({"iss": "https://i"})),
+            URL_SAFE_NO_PAD.encode([1, 2, 3])
+        );
+        let c = decode(&token).unwrap();
+        assert_eq!(c.header.alg, "RS256");
+        assert_eq!(c.payload["iss"], "https://i");
+        assert_eq!(c.signature, [1, 2, 3]);
+        assert_eq!(
+            c.signing_input,
+            token.rsplit_once('.').unwrap().0.as_bytes()
+        );
+
+        for bad in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            "!!.e30.e30",
+            "e30.e30.e30",
+            &"a".repeat(20_000),
+        ] {
+            assert!(decode(bad).is_err(), "{bad:.20}");
+        }
+        let array_payload = format!(
+            "{}.{}.",
+            b64json(serde_json::json!({"alg": "none"})),
+            b64json(serde_json::json!([1]))
+        );
+        assert!(decode(&array_payload).is_err());
+    }
+
+    #[test]
+    fn jwks_skips_what_it_cannot_use() {
+        let doc = serde_json::json!({"keys": [
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": "AQAB", "e": "AQAB"},
+            {"kty": "EC", "crv": "P-521", "kid": "p521", "x": "AA", "y": "AA"},
+            {"kty": "EC", "crv": "P-256", "kid": "short", "x": "AA", "y": "AA"},
+        ]});
+        assert!(parse_jwks(doc.to_string().as_bytes()).is_err());
+        assert!(parse_jwks(b"not json").is_err());
+    }
+}

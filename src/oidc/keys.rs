@@ -1,0 +1,241 @@
+//! The per-issuer JWKS cache (SPEC 7.3 step 3), built on moka.
+//!
+//! - One fetch serves every concurrent request for an issuer (moka's `try_get_with`).
+//! - A token with an unknown `kid` triggers at most one refetch per issuer per
+//!   `jwks_refresh_cooldown_seconds`, however many such tokens arrive.
+//! - Key sets older than [`REFRESH_AFTER_SECONDS`] are refreshed in the background; while the
+//!   issuer fails, the last good set keeps serving for `jwks_max_stale_seconds`.
+//! - A failed first fetch is remembered for the cooldown, so an unreachable issuer is not
+//!   hammered by every request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::fetch::{FetchError, Fetcher};
+use super::jws::{KeySet, parse_jwks};
+use super::{Refusal, RefusalCode, discovery};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+
+/// Age after which a key set is refreshed in the background.
+pub const REFRESH_AFTER_SECONDS: i64 = 300;
+/// Issuers whose keys are kept in memory at once.
+const MAX_ISSUERS: u64 = 10_000;
+
+/// Where key sets come from: discovery + JWKS over HTTP in production.
+#[async_trait]
+pub trait JwksSource: Send + Sync + 'static {
+    async fn fetch(&self, issuer: &str) -> Result<KeySet, FetchError>;
+}
+
+/// Discovery, then the JWKS it names.
+#[derive(Debug, Clone)]
+pub struct HttpJwksSource {
+    pub fetcher: Fetcher,
+}
+
+#[async_trait]
+impl JwksSource for HttpJwksSource {
+    async fn fetch(&self, issuer: &str) -> Result<KeySet, FetchError> {
+        let jwks_uri = discovery::jwks_uri(&self.fetcher, issuer).await?;
+        let body = self.fetcher.get(&jwks_uri).await?;
+        parse_jwks(&body).map_err(|e| FetchError::Unreachable(format!("{jwks_uri}: {e}")))
+    }
+}
+
+/// A key set and when it was fetched.
+pub struct CachedKeys {
+    pub keys: KeySet,
+    fetched_at: i64,
+    /// Last refetch attempt, successful or not (drives the cooldown).
+    attempted_at: AtomicI64,
+    /// Held while this issuer is being refetched: one refetch at a time.
+    refetching: tokio::sync::Mutex<()>,
+}
+
+impl CachedKeys {
+    fn new(keys: KeySet, now: i64) -> Self {
+        Self {
+            keys,
+            fetched_at: now,
+            attempted_at: AtomicI64::new(now),
+            refetching: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for CachedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedKeys")
+            .field("fetched_at", &self.fetched_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct KeyCacheSettings {
+    pub cooldown_seconds: i64,
+    pub max_stale_seconds: i64,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct KeyCache(Arc<Inner>);
+
+struct Inner {
+    source: Arc<dyn JwksSource>,
+    entries: moka::future::Cache<String, Arc<CachedKeys>>,
+    /// Issuers whose last fetch failed, with the reason, for the cooldown.
+    failures: moka::future::Cache<String, String>,
+    clock: Arc<dyn Clock>,
+    settings: KeyCacheSettings,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("issuers", &self.0.entries.entry_count())
+            .finish()
+    }
+}
+
+fn unavailable(issuer: &str, why: &str) -> Refusal {
+    Refusal::new(
+        RefusalCode::IssuerUnavailable,
+        format!("the keys of issuer {issuer} cannot be fetched right now ({why})"),
+    )
+}
+
+impl KeyCache {
+    pub fn new(
+        source: Arc<dyn JwksSource>,
+        clock: Arc<dyn Clock>,
+        settings: KeyCacheSettings,
+        metrics: Metrics,
+    ) -> Self {
+        let cooldown = Duration::from_secs(settings.cooldown_seconds.max(1) as u64);
+        Self(Arc::new(Inner {
+            source,
+            entries: moka::future::Cache::builder()
+                .max_capacity(MAX_ISSUERS)
+                .build(),
+            failures: moka::future::Cache::builder()
+                .max_capacity(MAX_ISSUERS)
+                .time_to_live(cooldown)
+                .build(),
+            clock,
+            settings,
+            metrics,
+        }))
+    }
+
+    async fn fetch(&self, issuer: &str) -> Result<Arc<CachedKeys>, String> {
+        let result = self.0.source.fetch(issuer).await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.0
+            .metrics
+            .jwks_fetches
+            .with_label_values(&[label])
+            .inc();
+        match result {
+            Ok(keys) => {
+                self.0.failures.invalidate(issuer).await;
+                Ok(Arc::new(CachedKeys::new(keys, self.0.clock.unix())))
+            }
+            Err(e) => {
+                tracing::warn!(issuer, error = %e, "JWKS fetch failed");
+                let why = e.to_string();
+                self.0
+                    .failures
+                    .insert(issuer.to_string(), why.clone())
+                    .await;
+                Err(why)
+            }
+        }
+    }
+
+    /// The issuer's keys: cached, or fetched once for all concurrent callers.
+    pub async fn keys(&self, issuer: &str) -> Result<Arc<CachedKeys>, Refusal> {
+        let now = self.0.clock.unix();
+        if let Some(cached) = self.0.entries.get(issuer).await {
+            let age = now - cached.fetched_at;
+            if age <= self.0.settings.max_stale_seconds {
+                if age >= REFRESH_AFTER_SECONDS {
+                    self.refresh_in_background(issuer, &cached);
+                }
+                return Ok(cached);
+            }
+            // Too stale to trust: refetch now, or give up.
+            return self
+                .refetch(issuer, &cached, now, true)
+                .await
+                .ok_or_else(|| {
+                    unavailable(
+                        issuer,
+                        "the cached keys are older than jwks_max_stale_seconds",
+                    )
+                });
+        }
+        if let Some(why) = self.0.failures.get(issuer).await {
+            return Err(unavailable(issuer, &why));
+        }
+        self.0
+            .entries
+            .try_get_with(issuer.to_string(), self.fetch(issuer))
+            .await
+            .map_err(|why| unavailable(issuer, &why))
+    }
+
+    /// For a token whose `kid` is not in `seen`: a newer key set if one could be had within the
+    /// cooldown (fetched now, or by a concurrent request), else `None`.
+    pub async fn refetch_for_unknown_kid(
+        &self,
+        issuer: &str,
+        seen: &Arc<CachedKeys>,
+    ) -> Option<Arc<CachedKeys>> {
+        self.refetch(issuer, seen, self.0.clock.unix(), false).await
+    }
+
+    async fn refetch(
+        &self,
+        issuer: &str,
+        seen: &Arc<CachedKeys>,
+        now: i64,
+        ignore_cooldown: bool,
+    ) -> Option<Arc<CachedKeys>> {
+        let _guard = seen.refetching.lock().await;
+        let current = self.0.entries.get(issuer).await;
+        if let Some(current) = current.filter(|c| !Arc::ptr_eq(c, seen)) {
+            return Some(current); // someone refetched while we waited
+        }
+        let cooling =
+            now - seen.attempted_at.load(Ordering::SeqCst) < self.0.settings.cooldown_seconds;
+        if cooling && !ignore_cooldown {
+            return None;
+        }
+        seen.attempted_at.store(now, Ordering::SeqCst);
+        let fresh = self.fetch(issuer).await.ok()?;
+        self.0
+            .entries
+            .insert(issuer.to_string(), fresh.clone())
+            .await;
+        Some(fresh)
+    }
+
+    fn refresh_in_background(&self, issuer: &str, seen: &Arc<CachedKeys>) {
+        let now = self.0.clock.unix();
+        if now - seen.attempted_at.load(Ordering::SeqCst) < self.0.settings.cooldown_seconds
+            || seen.refetching.try_lock().is_err()
+        {
+            return;
+        }
+        let (cache, issuer, seen) = (self.clone(), issuer.to_string(), seen.clone());
+        tokio::spawn(async move {
+            cache.refetch(&issuer, &seen, now, false).await;
+        });
+    }
+}

@@ -1,0 +1,243 @@
+//! Federation entries and how an identity matches them (SPEC 6 and 7.3 steps 5–6).
+//!
+//! In `subject` and in `conditions` values, `*` matches any run of characters (as AWS
+//! `StringLike`); nothing else is special. A condition on a claim the token lacks fails.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::verify::Claims;
+use super::{Refusal, RefusalCode, same_issuer};
+
+/// One trust relationship: tokens from `issuer` whose `sub` matches `subject`, whose `aud`
+/// holds one of `audiences` (or the gateway's defaults when empty), and whose claims match
+/// every condition, may act as the robot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationEntry {
+    pub issuer: String,
+    pub subject: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub conditions: BTreeMap<String, String>,
+}
+
+/// `*` matches any run of characters, including none.
+pub fn glob(pattern: &str, value: &str) -> bool {
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    let (mut pi, mut vi) = (0, 0);
+    // Where the last `*` was, and how much of `value` it has swallowed so far.
+    let mut star: Option<(usize, usize)> = None;
+    while vi < v.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, vi));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == v[vi] {
+            pi += 1;
+            vi += 1;
+        } else if let Some((star_p, star_v)) = star {
+            pi = star_p + 1;
+            vi = star_v + 1;
+            star = Some((star_p, star_v + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// A claim as text for matching: strings as they are, numbers and booleans as JSON writes them.
+fn claim_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The first condition of `entry` the claims do not satisfy, as `(claim, received value)`.
+fn failed_condition<'a>(
+    entry: &'a FederationEntry,
+    claims: &Claims,
+) -> Option<(&'a str, Option<String>)> {
+    entry.conditions.iter().find_map(|(name, pattern)| {
+        let received = claims.all.get(name).and_then(claim_text);
+        match &received {
+            Some(text) if glob(pattern, text) => None,
+            _ => Some((name.as_str(), received)),
+        }
+    })
+}
+
+/// Finds the entry the identity satisfies, or says why none does. `entries` are the robot's
+/// whole list; only those of the token's issuer are considered. The refusal names the
+/// token's values and the robot, never the configured patterns.
+pub fn matching_entry<'a>(
+    entries: &'a [FederationEntry],
+    claims: &Claims,
+    default_audiences: &[String],
+    robot: &str,
+) -> Result<&'a FederationEntry, Refusal> {
+    let mut audience_ok = false;
+    let mut subject_ok = false;
+    let mut first_failed_condition = None;
+    for entry in entries
+        .iter()
+        .filter(|e| same_issuer(&e.issuer, &claims.iss))
+    {
+        let accepted = if entry.audiences.is_empty() {
+            default_audiences
+        } else {
+            &entry.audiences
+        };
+        if !claims.aud.iter().any(|a| accepted.contains(a)) {
+            continue;
+        }
+        audience_ok = true;
+        if !glob(&entry.subject, &claims.sub) {
+            continue;
+        }
+        subject_ok = true;
+        match failed_condition(entry, claims) {
+            None => return Ok(entry),
+            Some(failed) => {
+                first_failed_condition.get_or_insert(failed);
+            }
+        }
+    }
+    Err(if !audience_ok {
+        Refusal::new(
+            RefusalCode::AudienceMismatch,
+            format!(
+                "the token's aud {:?} is not an audience robot {robot} accepts",
+                claims.aud
+            ),
+        )
+    } else if !subject_ok {
+        Refusal::new(
+            RefusalCode::SubjectMismatch,
+            format!(
+                "the token's sub {:?} does not match a federation entry of robot {robot}",
+                claims.sub
+            ),
+        )
+    } else {
+        let (name, received) = first_failed_condition.unwrap_or(("?", None));
+        let received = received.map_or_else(|| "missing".to_string(), |v| format!("{v:?}"));
+        Refusal::new(
+            RefusalCode::ClaimMismatch,
+            format!(
+                "the token's claim {name} ({received}) does not satisfy the conditions of robot {robot}"
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn glob_is_string_like() {
+        for (p, v) in [
+            ("repo:acme/app:*", "repo:acme/app:ref:refs/heads/main"),
+            ("*", ""),
+            ("a*b*c", "aXXbYYc"),
+            ("a*", "a"),
+            ("*main", "refs/heads/main"),
+            ("exact", "exact"),
+            ("a**b", "ab"),
+            ("ü*", "über"),
+        ] {
+            assert!(glob(p, v), "{p} ~ {v}");
+        }
+        for (p, v) in [
+            ("repo:acme/app:*", "repo:acme/app2:x"),
+            ("exact", "exactly"),
+            ("a*c", "ab"),
+            ("?", "x"),
+            ("[a]", "a"),
+            ("", "x"),
+        ] {
+            assert!(!glob(p, v), "{p} !~ {v}");
+        }
+    }
+
+    fn claims(v: Value) -> Claims {
+        super::super::verify::claims(v.as_object().unwrap()).unwrap()
+    }
+
+    fn entry(v: Value) -> FederationEntry {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_most_specific_failure_is_reported() {
+        let entries = vec![entry(json!({
+            "issuer": "https://token.actions.githubusercontent.com/",
+            "subject": "repo:acme/app:*",
+            "audiences": ["reg"],
+            "conditions": {"repository_owner_id": "42", "event_name": "push"}
+        }))];
+        let base = json!({"iss": "https://token.actions.githubusercontent.com", "sub": "repo:acme/app:ref:refs/heads/main",
+                          "aud": "reg", "exp": 1, "repository_owner_id": 42, "event_name": "push"});
+        assert!(
+            matching_entry(&entries, &claims(base.clone()), &[], "acme+ci").is_ok(),
+            "numbers match as text; trailing / ignored"
+        );
+
+        let mut wrong_aud = base.clone();
+        wrong_aud["aud"] = json!(["other"]);
+        let err =
+            matching_entry(&entries, &claims(wrong_aud), &["reg".into()], "acme+ci").unwrap_err();
+        assert_eq!(err.code, RefusalCode::AudienceMismatch);
+        assert!(
+            err.message.contains("other") && err.message.contains("acme+ci"),
+            "{}",
+            err.message
+        );
+
+        let mut wrong_sub = base.clone();
+        wrong_sub["sub"] = json!("repo:evil/app:ref:refs/heads/main");
+        let err = matching_entry(&entries, &claims(wrong_sub), &[], "acme+ci").unwrap_err();
+        assert_eq!(err.code, RefusalCode::SubjectMismatch);
+        assert!(err.message.contains("repo:evil/app") && !err.message.contains("repo:acme/app:*"));
+
+        let mut wrong_event = base.clone();
+        wrong_event["event_name"] = json!("pull_request");
+        let err = matching_entry(&entries, &claims(wrong_event), &[], "acme+ci").unwrap_err();
+        assert_eq!(err.code, RefusalCode::ClaimMismatch);
+        assert!(
+            err.message.contains("event_name") && err.message.contains("pull_request"),
+            "{}",
+            err.message
+        );
+
+        let mut missing = base;
+        missing
+            .as_object_mut()
+            .unwrap()
+            .remove("repository_owner_id");
+        let err = matching_entry(&entries, &claims(missing), &[], "acme+ci").unwrap_err();
+        assert_eq!(err.code, RefusalCode::ClaimMismatch);
+        assert!(err.message.contains("missing"));
+    }
+
+    #[test]
+    fn default_audiences_apply_when_an_entry_lists_none() {
+        let entries = vec![entry(json!({"issuer": "https://i", "subject": "s"}))];
+        let c =
+            claims(json!({"iss": "https://i", "sub": "s", "aud": ["x", "http://gw"], "exp": 1}));
+        assert!(matching_entry(&entries, &c, &["http://gw".into()], "r").is_ok());
+        assert_eq!(
+            matching_entry(&entries, &c, &["http://other".into()], "r")
+                .unwrap_err()
+                .code,
+            RefusalCode::AudienceMismatch
+        );
+    }
+}
