@@ -36,6 +36,12 @@ impl PermissionView {
     }
 }
 
+/// `{"permissions": {"<robot>": {...}}}`.
+#[derive(Debug, Serialize)]
+pub struct PermissionList {
+    permissions: BTreeMap<String, PermissionView>,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct SetPermission {
     role: String,
@@ -79,7 +85,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: PathParams,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PermissionList>, ApiError> {
     let (namespace, repo) = repository(&state, &caller, &params).await?;
     let permissions: BTreeMap<String, PermissionView> = state
         .store
@@ -91,7 +97,7 @@ pub async fn list(
             (name.clone(), PermissionView::new(name, g.role))
         })
         .collect();
-    Ok(Json(serde_json::json!({ "permissions": permissions })))
+    Ok(Json(PermissionList { permissions }))
 }
 
 /// `GET .../permissions/user/{name}`.
