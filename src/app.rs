@@ -1,14 +1,19 @@
 //! The state every handler shares, and how it is opened from a [`Config`].
 
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::exchange::RobotCache;
 use crate::metrics::Metrics;
+use crate::oidc::fetch::Fetcher;
+use crate::oidc::keys::{HttpJwksSource, KeyCache, KeyCacheSettings};
 use crate::rng::{Rng, SystemRng};
+use crate::shared::limits::RateLimiter;
 use crate::store::{SqlStore, Store};
 use crate::tokens::at_rest::AtRestKeys;
+use crate::tokens::signing::{Keyring, KeyringError, SigningAlg};
 
 /// Cheap to clone: one `Arc` around everything.
 #[derive(Clone)]
@@ -21,6 +26,13 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<dyn Rng>,
     pub metrics: Metrics,
+    /// Swapped whole when `keys rotate` adds a key (see [`AppState::reload_keyring`]).
+    keyring: RwLock<Arc<Keyring>>,
+    /// Identity issuers' keys.
+    pub key_cache: KeyCache,
+    /// Robots' federation policies, for the exchange's warm path.
+    pub robots: RobotCache,
+    pub limiter: RateLimiter,
 }
 
 impl Deref for AppState {
@@ -42,6 +54,10 @@ pub enum OpenError {
     Keys(#[from] crate::tokens::at_rest::AtRestError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error("{0}")]
+    Fetcher(String),
 }
 
 impl AppState {
@@ -65,15 +81,73 @@ impl AppState {
         rng: Arc<dyn Rng>,
     ) -> Result<Self, OpenError> {
         let at_rest = AtRestKeys::load_or_create(&config.keys.dir, rng.as_ref())?;
+        let keyring = load_keyring(&config, clock.unix())?;
+        let metrics = Metrics::new();
+        let fetcher = Fetcher::new(&config.federation).map_err(OpenError::Fetcher)?;
+        let key_cache = KeyCache::new(
+            Arc::new(HttpJwksSource { fetcher }),
+            clock.clone(),
+            KeyCacheSettings {
+                cooldown_seconds: config.federation.jwks_refresh_cooldown_seconds as i64,
+                max_stale_seconds: config.federation.jwks_max_stale_seconds as i64,
+            },
+            metrics.clone(),
+        );
         Ok(Self(Arc::new(Inner {
+            limiter: RateLimiter::new(clock.clone()),
             config,
             store,
             at_rest,
             clock,
             rng,
-            metrics: Metrics::new(),
+            metrics,
+            keyring: RwLock::new(Arc::new(keyring)),
+            key_cache,
+            robots: RobotCache::default(),
         })))
     }
+
+    /// The current signing keyring.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        match self.keyring.read() {
+            Ok(ring) => ring.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reloads the keyring when key files changed on disk (`keys rotate`) or an old key is due
+    /// to retire. Called every few seconds by the server.
+    pub fn reload_keyring(&self) -> Result<(), KeyringError> {
+        let current = self.keyring();
+        let now = self.clock.unix();
+        let reloaded = load_keyring(&self.config, now)?;
+        let changed = current.changed_on_disk(&self.config.keys.dir)
+            || reloaded.published().len() != current.published().len();
+        if changed {
+            tracing::info!(active_kid = %reloaded.active().kid, published = reloaded.published().len(), "signing keyring reloaded");
+            match self.keyring.write() {
+                Ok(mut ring) => *ring = Arc::new(reloaded),
+                Err(poisoned) => *poisoned.into_inner() = Arc::new(reloaded),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a superseded signing key stays published: as long as any token it signed can be
+/// accepted (the longer of the two token lifetimes, plus the leeway).
+pub fn key_retirement_seconds(config: &Config) -> i64 {
+    let longest = config
+        .federation
+        .token_ttl_seconds
+        .max(config.registry.token_ttl_seconds);
+    (longest + config.federation.leeway_seconds) as i64
+}
+
+/// Loads (or on first start creates) the signing keyring configured by `keys`.
+pub fn load_keyring(config: &Config, now: i64) -> Result<Keyring, KeyringError> {
+    let alg = SigningAlg::parse(&config.keys.signing_alg).unwrap_or(SigningAlg::ES256);
+    Keyring::load(&config.keys.dir, alg, key_retirement_seconds(config), now)
 }
 
 /// Opens and migrates the configured database.

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use crate::admin::issue_api_token;
-use crate::app::{AppState, open_store};
+use crate::app::{AppState, load_keyring, open_store};
 use crate::audit;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -19,6 +19,7 @@ use crate::names::{self, NameKind};
 use crate::rng::SystemRng;
 use crate::store::{NamespaceStore, OrgRole, StoreError};
 use crate::tokens::at_rest::AtRestKeys;
+use crate::tokens::signing::{self, SigningAlg};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +53,15 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key active; previous keys stay published until their tokens expire.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +193,20 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             }
             audit::cli_change("org.member", &format!("{org}:{user}:{}", role.as_str()));
             eprintln!("fedgate: {user} is now {} of {org}", role.as_str());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let now = SystemClock.unix();
+            let alg = SigningAlg::parse(&config.keys.signing_alg).unwrap_or(SigningAlg::ES256);
+            signing::generate(&config.keys.dir, alg, now).map_err(failure)?;
+            let ring = load_keyring(&config, now).map_err(failure)?;
+            audit::cli_change("keys.rotate", &ring.active().kid);
+            eprintln!(
+                "fedgate: new active signing key {} ({}); {} key(s) published; running gateways pick it up within seconds",
+                ring.active().kid,
+                alg.as_str(),
+                ring.published().len()
+            );
             Ok(())
         }
         Command::Token(TokenCommand::Create {

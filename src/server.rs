@@ -1,6 +1,7 @@
 //! Runs the gateway: the public listener and the metrics listener, sharing one shutdown.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -8,6 +9,11 @@ use tokio::sync::watch;
 use crate::app::AppState;
 use crate::http::listener::{self, ServeOptions};
 use crate::http::router;
+
+/// How often the keyring directory is checked for `keys rotate`.
+const KEYRING_CHECK: Duration = Duration::from_secs(5);
+/// How often expired replay records are deleted.
+const REPLAY_PURGE: Duration = Duration::from_secs(60);
 
 /// Serves `state` on the pre-bound listeners until `shutdown` resolves, then drains both.
 pub async fn run(
@@ -34,6 +40,7 @@ pub async fn run(
             stopped(stop_rx.clone()),
         ))
     });
+    let maintenance = tokio::spawn(maintain(state.clone(), stopped(stop_rx.clone())));
     let public_task = listener::serve(
         public,
         router::router(state.clone()),
@@ -52,5 +59,30 @@ pub async fn run(
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
+    let _ = maintenance.await;
     state.store.close().await;
+}
+
+/// Background upkeep until `stop`: pick up rotated signing keys, drop expired replay records.
+async fn maintain(state: AppState, stop: impl Future<Output = ()>) {
+    let mut keyring_tick = tokio::time::interval(KEYRING_CHECK);
+    let mut purge_tick = tokio::time::interval(REPLAY_PURGE);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = keyring_tick.tick() => {
+                if let Err(e) = state.reload_keyring() {
+                    tracing::error!(error = %e, "cannot reload the signing keyring; keeping the current one");
+                }
+            }
+            _ = purge_tick.tick() => {
+                match state.store.purge_replay_records(state.clock.unix()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "expired replay records removed"),
+                    Err(e) => tracing::warn!(error = %e, "cannot purge replay records"),
+                }
+            }
+        }
+    }
 }

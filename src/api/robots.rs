@@ -77,7 +77,7 @@ fn owner(params: &PathParams) -> Owner {
 }
 
 /// Checks access, then the short name, and returns the namespace and short name.
-async fn target(
+pub(crate) async fn target(
     state: &AppState,
     caller: &Caller,
     params: &PathParams,
@@ -88,7 +88,11 @@ async fn target(
     Ok((access, short))
 }
 
-async fn existing_robot(state: &AppState, namespace: &str, short: &str) -> Result<Robot, ApiError> {
+pub(crate) async fn existing_robot(
+    state: &AppState,
+    namespace: &str,
+    short: &str,
+) -> Result<Robot, ApiError> {
     state
         .store
         .robot(namespace, short)
@@ -133,7 +137,7 @@ fn new_token(state: &AppState, robot_id: i64) -> Result<(String, String), ApiErr
     Ok((sealed, state.at_rest.lookup_hash(token.expose_secret())))
 }
 
-fn random_i64(state: &AppState) -> Result<i64, ApiError> {
+pub(crate) fn random_i64(state: &AppState) -> Result<i64, ApiError> {
     state
         .rng
         .positive_i64()
@@ -261,6 +265,7 @@ pub async fn create(
         }
         Err(e) => return Err(e.into()),
     };
+    state.robots.invalidate(&robot.full_name()).await;
     audit::admin_change(&caller, "robot.create", &robot.full_name());
     Ok((StatusCode::CREATED, Json(view(&state, &robot, true)?)).into_response())
 }
@@ -302,6 +307,7 @@ pub async fn regenerate(
         .ok_or_else(|| {
             ApiError::not_found(format!("Robot not found: {}+{short}", access.namespace))
         })?;
+    state.robots.invalidate(&robot.full_name()).await;
     audit::admin_change(&caller, "robot.regenerate", &robot.full_name());
     Ok(Json(view(&state, &robot, false)?))
 }

@@ -14,7 +14,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 
 use super::ClientAddr;
 use super::error::{ApiError, ErrorType};
-use crate::api::{health, permissions, robots};
+use crate::api::{exchange, federation, health, permissions, robots, sts, well_known};
 use crate::app::AppState;
 use crate::metrics::Metrics;
 
@@ -35,6 +35,12 @@ pub fn router(state: AppState) -> Router {
                 &format!("{prefix}/robots/{{short}}/permissions"),
                 get(robots::permissions),
             )
+            .route(
+                &format!("{prefix}/robots/{{short}}/federation"),
+                get(federation::list)
+                    .post(federation::set)
+                    .delete(federation::delete),
+            )
     };
     Router::new()
         .merge(robot_routes("/api/v1/user"))
@@ -48,6 +54,16 @@ pub fn router(state: AppState) -> Router {
             get(permissions::get)
                 .put(permissions::set)
                 .delete(permissions::delete),
+        )
+        .route(
+            "/oauth2/federation/robot/token",
+            get(exchange::exchange).post(exchange::exchange),
+        )
+        .route("/oauth2/token", post(sts::token))
+        .route("/.well-known/jwks.json", get(well_known::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(well_known::openid_configuration),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

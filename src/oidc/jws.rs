@@ -7,8 +7,7 @@
 use std::collections::HashMap;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use data_encoding::BASE64URL_NOPAD;
 use serde::Deserialize;
 
 /// Largest identity token accepted; real ones are 1–3 KiB.
@@ -118,19 +117,19 @@ pub fn decode(token: &str) -> Result<Compact<'_>, Malformed> {
     else {
         return Err(Malformed("not a JWT (expected three dot-separated parts)"));
     };
-    let header_bytes = URL_SAFE_NO_PAD
-        .decode(h)
+    let header_bytes = BASE64URL_NOPAD
+        .decode(h.as_bytes())
         .map_err(|_| Malformed("the JWT header is not base64url"))?;
     let header: Header = serde_json::from_slice(&header_bytes)
         .map_err(|_| Malformed("the JWT header is not a JSON object with an alg"))?;
-    let payload_bytes = URL_SAFE_NO_PAD
-        .decode(p)
+    let payload_bytes = BASE64URL_NOPAD
+        .decode(p.as_bytes())
         .map_err(|_| Malformed("the JWT payload is not base64url"))?;
     let payload: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&payload_bytes)
             .map_err(|_| Malformed("the JWT payload is not a JSON object"))?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(s)
+    let signature = BASE64URL_NOPAD
+        .decode(s.as_bytes())
         .map_err(|_| Malformed("the JWT signature is not base64url"))?;
     Ok(Compact {
         header,
@@ -259,7 +258,7 @@ pub fn parse_jwks(document: &[u8]) -> Result<KeySet, String> {
 }
 
 fn b64(field: &Option<String>) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(field.as_deref()?).ok()
+    BASE64URL_NOPAD.decode(field.as_deref()?.as_bytes()).ok()
 }
 
 fn parse_jwk(jwk: &Jwk) -> Vec<VerifyingKey> {
@@ -338,7 +337,7 @@ mod tests {
     use super::*;
 
     fn b64json(v: serde_json::Value) -> String {
-        URL_SAFE_NO_PAD.encode(v.to_string())
+        BASE64URL_NOPAD.encode(v.to_string().as_bytes())
     }
 
     #[test]
@@ -347,7 +346,7 @@ mod tests {
             "{}.{}.{}",
             b64json(serde_json::json!({"alg": "RS256", "kid": "k"})),
             b64json(serde_json::json!({"iss": "https://i"})),
-            URL_SAFE_NO_PAD.encode([1, 2, 3])
+            BASE64URL_NOPAD.encode(&[1, 2, 3])
         );
         let c = decode(&token).unwrap();
         assert_eq!(c.header.alg, "RS256");

@@ -112,3 +112,117 @@ impl std::fmt::Display for RefusalCode {
 pub fn same_issuer(a: &str, b: &str) -> bool {
     a.strip_suffix('/').unwrap_or(a) == b.strip_suffix('/').unwrap_or(b)
 }
+
+/// Checks an issuer against `federation.allowed_issuers`: empty allows any; otherwise an exact
+/// URL, or a pattern in which `*` stands for exactly one host label or one path segment
+/// (e.g. `https://*.example.com`, `https://gitlab.example.com/*`). One trailing `/` is ignored.
+pub fn issuer_allowed(patterns: &[String], issuer: &str) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| issuer_matches(p, issuer))
+}
+
+fn issuer_matches(pattern: &str, issuer: &str) -> bool {
+    let split = |url: &str| -> Option<(String, Vec<String>, Vec<String>)> {
+        let url = url.strip_suffix('/').unwrap_or(url);
+        let (scheme, rest) = url.split_once("://")?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let labels = authority.split('.').map(str::to_string).collect();
+        let segments = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').map(str::to_string).collect()
+        };
+        Some((scheme.to_string(), labels, segments))
+    };
+    let (Some((ps, pl, pp)), Some((is, il, ip))) = (split(pattern), split(issuer)) else {
+        return false;
+    };
+    let parts_match = |p: &[String], i: &[String]| {
+        p.len() == i.len()
+            && p.iter()
+                .zip(i)
+                .all(|(p, i)| (p == "*" && !i.is_empty()) || p == i)
+    };
+    ps == is && parts_match(&pl, &il) && parts_match(&pp, &ip)
+}
+
+/// Validates an issuer URL as a federation entry may hold it: `https://` (or `http://` when
+/// `allow_http`), a host, and no query, fragment or user info. Returns the SPEC 6 message.
+pub fn check_issuer_url(issuer: &str, allow_http: bool) -> Result<(), &'static str> {
+    if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+        return Err("Issuer must be a URL (http:// or https://)");
+    }
+    if issuer.starts_with("http://") && !allow_http {
+        return Err(
+            "Issuer must use https:// (http:// issuers are accepted only with federation.allow_http_issuers)",
+        );
+    }
+    let url = url::Url::parse(issuer).map_err(|_| "Issuer must be a URL (http:// or https://)")?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("Issuer URL must have a host");
+    }
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err("Issuer URL may not contain a query, fragment or user info");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_issuer_patterns_match_one_label_or_segment() {
+        let patterns = vec![
+            "https://token.actions.githubusercontent.com".to_string(),
+            "https://*.example.com".to_string(),
+            "https://gitlab.example.org/*".to_string(),
+        ];
+        for ok in [
+            "https://token.actions.githubusercontent.com/",
+            "https://ci.example.com",
+            "https://gitlab.example.org/group",
+        ] {
+            assert!(issuer_allowed(&patterns, ok), "{ok}");
+        }
+        for no in [
+            "https://token.actions.githubusercontent.com.evil.com",
+            "https://a.b.example.com",
+            "https://example.com",
+            "http://ci.example.com",
+            "https://gitlab.example.org/a/b",
+            "https://gitlab.example.org",
+        ] {
+            assert!(!issuer_allowed(&patterns, no), "{no}");
+        }
+        assert!(issuer_allowed(&[], "https://anything.example"));
+    }
+
+    #[test]
+    fn issuer_urls_are_validated_with_spec_messages() {
+        assert!(check_issuer_url("https://token.actions.githubusercontent.com", false).is_ok());
+        assert_eq!(
+            check_issuer_url("ftp://x", false),
+            Err("Issuer must be a URL (http:// or https://)")
+        );
+        assert!(
+            check_issuer_url("http://x", false)
+                .unwrap_err()
+                .contains("https://")
+        );
+        assert!(check_issuer_url("http://x", true).is_ok());
+        for bad in ["https://i?x=1", "https://i#f", "https://u:p@i"] {
+            assert!(
+                check_issuer_url(bad, false)
+                    .unwrap_err()
+                    .contains("query, fragment"),
+                "{bad}"
+            );
+        }
+        assert!(same_issuer("https://a/", "https://a"));
+        assert!(!same_issuer("https://a//", "https://a"));
+    }
+}

@@ -14,8 +14,7 @@ use std::path::Path;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
 use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use data_encoding::BASE64URL_NOPAD;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::rng::Rng;
@@ -145,13 +144,13 @@ impl AtRestKeys {
             .map_err(|_| AtRestError::Random)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
-        Ok(URL_SAFE_NO_PAD.encode(out))
+        Ok(BASE64URL_NOPAD.encode(&out))
     }
 
     /// Reverses [`seal`](Self::seal).
     pub fn open(&self, sealed: &str, context: &[u8]) -> Result<SecretString, AtRestError> {
-        let raw = URL_SAFE_NO_PAD
-            .decode(sealed)
+        let raw = BASE64URL_NOPAD
+            .decode(sealed.as_bytes())
             .map_err(|_| AtRestError::Undecryptable)?;
         if raw.len() < NONCE_LEN {
             return Err(AtRestError::Undecryptable);

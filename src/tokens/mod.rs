@@ -5,6 +5,8 @@
 //!   a database lookup.
 //! - [`at_rest`]: the key in `keys.dir` that seals robot tokens (AES-256-GCM) and derives the
 //!   keyed lookup hash under which every token is stored.
+//! - [`signing`]: the keyring that signs robot and registry tokens (rotation, JWKS, libtrust kid).
 
 pub mod at_rest;
 pub mod opaque;
+pub mod signing;

@@ -1,0 +1,199 @@
+//! A robot's federation entries (SPEC 6), Quay's `.../robots/{short}/federation`:
+//! GET the list, POST a new whole list, DELETE it. Any change revokes the robot's minted tokens.
+
+use axum::Json;
+use axum::extract::State;
+use http::StatusCode;
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::audit;
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBody, PathParams};
+use crate::oidc::policy::FederationEntry;
+use crate::oidc::{check_issuer_url, issuer_allowed, same_issuer};
+use crate::store::{Robot, StoreError};
+
+use super::robots::{existing_robot, random_i64, target};
+
+/// At most this many entries per robot.
+pub const MAX_ENTRIES: usize = 50;
+const MAX_FIELD_CHARS: usize = 1024;
+const MAX_AUDIENCES: usize = 20;
+const MAX_CONDITIONS: usize = 20;
+
+const MISSING_FIELDS: &str = "Missing one or more required fields (issuer, subject)";
+
+fn text_field<'a>(
+    item: &'a serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    match item.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s.chars().count() > MAX_FIELD_CHARS => {
+            Err(ApiError::bad_request(format!(
+                "{name} may be at most {MAX_FIELD_CHARS} characters"
+            )))
+        }
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
+    }
+}
+
+/// Validates the POST body into entries; unknown keys are dropped, as Quay does.
+fn parse_entries(state: &AppState, body: &Value) -> Result<Vec<FederationEntry>, ApiError> {
+    let items = body.as_array().ok_or_else(|| {
+        ApiError::bad_request("The body must be a JSON array of federation entries")
+    })?;
+    if items.len() > MAX_ENTRIES {
+        return Err(ApiError::bad_request(format!(
+            "At most {MAX_ENTRIES} federation entries per robot (got {})",
+            items.len()
+        )));
+    }
+    let federation = &state.config.federation;
+    let mut entries: Vec<FederationEntry> = Vec::with_capacity(items.len());
+    for item in items {
+        let item = item
+            .as_object()
+            .ok_or_else(|| ApiError::bad_request(MISSING_FIELDS))?;
+        let (Some(issuer), Some(subject)) =
+            (text_field(item, "issuer")?, text_field(item, "subject")?)
+        else {
+            return Err(ApiError::bad_request(MISSING_FIELDS));
+        };
+        check_issuer_url(issuer, federation.allow_http_issuers).map_err(ApiError::bad_request)?;
+        if !issuer_allowed(&federation.allowed_issuers, issuer) {
+            return Err(ApiError::bad_request(
+                "Issuer is not allowed by this gateway",
+            ));
+        }
+        let audiences = match item.get("audiences") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|a| {
+                    a.as_str()
+                        .filter(|a| !a.is_empty() && a.len() <= MAX_FIELD_CHARS)
+                        .map(str::to_string)
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    ApiError::bad_request("audiences must be a list of non-empty strings")
+                })?,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "audiences must be a list of non-empty strings",
+                ));
+            }
+        };
+        let conditions = match item.get("conditions") {
+            None | Some(Value::Null) => Default::default(),
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(claim, pattern)| {
+                    pattern
+                        .as_str()
+                        .filter(|p| !claim.is_empty() && p.len() <= MAX_FIELD_CHARS)
+                        .map(|p| (claim.clone(), p.to_string()))
+                })
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    ApiError::bad_request("conditions must map claim names to string patterns")
+                })?,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "conditions must map claim names to string patterns",
+                ));
+            }
+        };
+        let entry = FederationEntry {
+            issuer: issuer.to_string(),
+            subject: subject.to_string(),
+            audiences,
+            conditions,
+        };
+        if entry.audiences.len() > MAX_AUDIENCES || entry.conditions.len() > MAX_CONDITIONS {
+            return Err(ApiError::bad_request(format!(
+                "An entry may have at most {MAX_AUDIENCES} audiences and {MAX_CONDITIONS} conditions"
+            )));
+        }
+        let duplicate = entries.iter().any(|e| {
+            same_issuer(&e.issuer, &entry.issuer)
+                && e.subject == entry.subject
+                && e.audiences == entry.audiences
+                && e.conditions == entry.conditions
+        });
+        if duplicate {
+            return Err(ApiError::bad_request("Duplicate federation config entry"));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+async fn replace(
+    state: &AppState,
+    caller: &Caller,
+    robot: &Robot,
+    entries: &[FederationEntry],
+    action: &'static str,
+) -> Result<(), ApiError> {
+    let revision = random_i64(state)?;
+    match state
+        .store
+        .replace_federation(robot.id, entries, revision)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Missing(_)) => {
+            return Err(ApiError::not_found(format!(
+                "Robot not found: {}",
+                robot.full_name()
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state.robots.invalidate(&robot.full_name()).await;
+    audit::admin_change(caller, action, &robot.full_name());
+    Ok(())
+}
+
+/// `GET .../robots/{short}/federation`: the list (`[]` if none).
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: PathParams,
+) -> Result<Json<Vec<FederationEntry>>, ApiError> {
+    let (access, short) = target(&state, &caller, &params).await?;
+    let robot = existing_robot(&state, &access.namespace, &short).await?;
+    Ok(Json(state.store.federation(robot.id).await?))
+}
+
+/// `POST .../robots/{short}/federation`: replaces the whole list and returns it.
+pub async fn set(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: PathParams,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Vec<FederationEntry>>, ApiError> {
+    let (access, short) = target(&state, &caller, &params).await?;
+    let robot = existing_robot(&state, &access.namespace, &short).await?;
+    let entries = parse_entries(&state, &body)?;
+    replace(&state, &caller, &robot, &entries, "federation.set").await?;
+    Ok(Json(entries))
+}
+
+/// `DELETE .../robots/{short}/federation`: clears the list; 204.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: PathParams,
+) -> Result<StatusCode, ApiError> {
+    let (access, short) = target(&state, &caller, &params).await?;
+    let robot = existing_robot(&state, &access.namespace, &short).await?;
+    replace(&state, &caller, &robot, &[], "federation.delete").await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,462 @@
+//! The token exchange (SPEC 7.3): from a robot name and an identity token to a minted robot
+//! token. It sequences the checks of [`crate::oidc`] around the key cache, the robot cache, the
+//! replay store and the rate limits; both HTTP forms (`api::exchange`, `api::sts`) call it.
+//!
+//! The warm path (robot cached, issuer keys cached) touches the database once: the replay record.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::names;
+use crate::oidc::jws;
+use crate::oidc::policy::{FederationEntry, matching_entry};
+use crate::oidc::verify::{self, Claims};
+use crate::oidc::{Refusal, RefusalCode, issuer_allowed, same_issuer};
+use crate::shared::limits::Limited;
+use crate::store::StoreError;
+
+/// How long a robot's federation policy may be served from memory without a change
+/// notification (a safety net; changes made through this gateway invalidate at once).
+const ROBOT_CACHE_TTL: Duration = Duration::from_secs(60);
+const ROBOT_CACHE_CAPACITY: u64 = 200_000;
+
+/// What the exchange needs to know about a robot, cached in memory.
+#[derive(Debug)]
+pub struct RobotPolicy {
+    pub robot_id: i64,
+    pub full_name: String,
+    pub revision: i64,
+    pub entries: Vec<FederationEntry>,
+}
+
+/// Robots by full name; `None` caches "no such robot" too.
+#[derive(Clone)]
+pub struct RobotCache(moka::future::Cache<String, Option<Arc<RobotPolicy>>>);
+
+impl std::fmt::Debug for RobotCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RobotCache")
+            .field("entries", &self.0.entry_count())
+            .finish()
+    }
+}
+
+impl Default for RobotCache {
+    fn default() -> Self {
+        Self(
+            moka::future::Cache::builder()
+                .max_capacity(ROBOT_CACHE_CAPACITY)
+                .time_to_live(ROBOT_CACHE_TTL)
+                .build(),
+        )
+    }
+}
+
+impl RobotCache {
+    /// Forgets a robot after it changed (deleted, regenerated, federation replaced).
+    pub async fn invalidate(&self, full_name: &str) {
+        self.0.invalidate(full_name).await;
+    }
+
+    /// The robot's policy, from memory or (once for concurrent callers) from the store.
+    pub async fn get(
+        &self,
+        state: &AppState,
+        full_name: &str,
+    ) -> Result<Option<Arc<RobotPolicy>>, Arc<StoreError>> {
+        self.0
+            .try_get_with(full_name.to_string(), async {
+                let Some((namespace, short)) = names::split_robot_name(full_name) else {
+                    return Ok(None);
+                };
+                let Some(robot) = state.store.robot(namespace, short).await? else {
+                    return Ok(None);
+                };
+                let entries = state.store.federation(robot.id).await?;
+                Ok(Some(Arc::new(RobotPolicy {
+                    robot_id: robot.id,
+                    full_name: robot.full_name(),
+                    revision: robot.revision,
+                    entries,
+                })))
+            })
+            .await
+    }
+}
+
+/// The `fed` claim: the identity a robot token was exchanged for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FedClaim {
+    pub iss: String,
+    pub sub: String,
+}
+
+/// Claims of a minted robot token (SPEC 7.4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RobotTokenClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub fed: FedClaim,
+    /// The robot's revision when minted; any change to the robot or its federation list
+    /// changes it, which revokes the token.
+    pub rev: i64,
+}
+
+/// A successful exchange.
+#[derive(Debug)]
+pub struct Minted {
+    pub token: SecretString,
+    pub expires_in: u64,
+}
+
+#[derive(Debug)]
+pub enum ExchangeError {
+    Refused(Refusal),
+    RateLimited(Limited),
+    /// The database is unreachable; logged where it happened. Retry later.
+    Unavailable,
+    /// Our failure (signing); logged where it happened.
+    Internal,
+}
+
+impl From<Refusal> for ExchangeError {
+    fn from(r: Refusal) -> Self {
+        ExchangeError::Refused(r)
+    }
+}
+
+impl From<Limited> for ExchangeError {
+    fn from(l: Limited) -> Self {
+        ExchangeError::RateLimited(l)
+    }
+}
+
+fn refuse(code: RefusalCode, message: impl Into<String>) -> ExchangeError {
+    ExchangeError::Refused(Refusal::new(code, message))
+}
+
+/// What the audit line records about an exchange.
+#[derive(Debug, Default)]
+struct Audit {
+    issuer: Option<String>,
+    subject: Option<String>,
+    jti: Option<String>,
+}
+
+/// Runs one exchange and records it (metrics, audit line, failure count for the rate limit).
+/// `credentials` is `Err` when the HTTP layer could not read them (missing or malformed).
+pub async fn exchange(
+    state: &AppState,
+    credentials: Result<(&str, &str), Refusal>,
+    client: Option<IpAddr>,
+) -> Result<Minted, ExchangeError> {
+    let started = Instant::now();
+    let limits = &state.config.limits;
+    let ip_key = client.map(|ip| format!("failed-ip:{ip}"));
+    let mut audit = Audit::default();
+    let robot_name = credentials
+        .as_ref()
+        .ok()
+        .map(|(robot, _)| robot.to_string());
+
+    let result = match ip_key
+        .as_deref()
+        .map(|key| {
+            state
+                .limiter
+                .check(key, limits.failed_exchanges_per_minute_per_ip)
+        })
+        .transpose()
+    {
+        Err(limited) => Err(ExchangeError::RateLimited(limited)),
+        Ok(_) => match credentials {
+            Err(refusal) => Err(ExchangeError::Refused(refusal)),
+            Ok((robot, jwt)) => run(state, robot, jwt, &mut audit).await,
+        },
+    };
+
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(ExchangeError::Refused(r)) => r.code.as_str(),
+        Err(ExchangeError::RateLimited(_)) => "rate_limited",
+        Err(ExchangeError::Unavailable) => "unavailable",
+        Err(ExchangeError::Internal) => "internal_error",
+    };
+    // Failures count against the client's address; an unreachable issuer is not its fault.
+    let client_failed = matches!(&result, Err(ExchangeError::Refused(r)) if r.code != RefusalCode::IssuerUnavailable);
+    if let Some(key) = ip_key.as_deref().filter(|_| client_failed) {
+        let _ = state
+            .limiter
+            .hit(key, limits.failed_exchanges_per_minute_per_ip);
+    }
+    let metrics = &state.metrics;
+    metrics.exchanges.with_label_values(&[outcome]).inc();
+    metrics
+        .exchange_duration
+        .with_label_values(&[if result.is_ok() { "ok" } else { "refused" }])
+        .observe(started.elapsed().as_secs_f64());
+    let token_sha256 = result.as_ref().ok().map(|m| {
+        data_encoding::HEXLOWER.encode(
+            aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                m.token.expose_secret().as_bytes(),
+            )
+            .as_ref(),
+        )
+    });
+    tracing::info!(
+        target: "audit",
+        kind = "exchange",
+        robot = robot_name.as_deref().unwrap_or(""),
+        issuer = audit.issuer.as_deref().unwrap_or(""),
+        subject = audit.subject.as_deref().unwrap_or(""),
+        jti = audit.jti.as_deref().unwrap_or(""),
+        result = if result.is_ok() { "ok" } else { "refused" },
+        error_code = if result.is_ok() { "" } else { outcome },
+        client = %client.map(|c| c.to_string()).unwrap_or_default(),
+        token_sha256 = token_sha256.as_deref().unwrap_or(""),
+    );
+    result
+}
+
+async fn run(
+    state: &AppState,
+    robot_name: &str,
+    jwt: &str,
+    audit: &mut Audit,
+) -> Result<Minted, ExchangeError> {
+    let config = &state.config;
+    let policy = state
+        .robots
+        .get(state, robot_name)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "robot lookup failed");
+            ExchangeError::Unavailable
+        })?
+        .ok_or_else(|| {
+            refuse(
+                RefusalCode::UnknownRobot,
+                format!("no robot named {robot_name:?}"),
+            )
+        })?;
+    if policy.entries.is_empty() {
+        return Err(refuse(
+            RefusalCode::NoFederation,
+            format!("robot {robot_name} has no federation configuration"),
+        ));
+    }
+    state.limiter.hit(
+        &format!("robot:{}", policy.full_name),
+        config.limits.exchanges_per_minute_per_robot,
+    )?;
+
+    let compact = jws::decode(jwt).map_err(|e| refuse(RefusalCode::MalformedToken, e.0))?;
+    let claims = verify::claims(&compact.payload)?;
+    audit.issuer = Some(claims.iss.clone());
+    audit.subject = Some(claims.sub.clone());
+    audit.jti = claims.jti.clone();
+
+    // Step 1: the issuer must be configured for this robot, and allowed, before any network I/O.
+    if !policy
+        .entries
+        .iter()
+        .any(|e| same_issuer(&e.issuer, &claims.iss))
+    {
+        return Err(refuse(
+            RefusalCode::IssuerNotConfigured,
+            format!(
+                "robot {robot_name} has no federation entry for issuer {:?}",
+                claims.iss
+            ),
+        ));
+    }
+    if !issuer_allowed(&config.federation.allowed_issuers, &claims.iss) {
+        return Err(refuse(
+            RefusalCode::IssuerNotAllowed,
+            format!("issuer {:?} is not allowed by this gateway", claims.iss),
+        ));
+    }
+    let alg = verify::algorithm(&compact)?;
+
+    // Steps 2-4: keys (cached), signature, with one refetch per cooldown for an unknown kid.
+    let keys = state.key_cache.keys(&claims.iss).await?;
+    match verify::signature(&compact, alg, &keys.keys) {
+        Ok(()) => {}
+        Err(Some(refusal)) => return Err(refusal.into()),
+        Err(None) => {
+            let unknown = || {
+                refuse(
+                    RefusalCode::UnknownKey,
+                    format!(
+                        "issuer {:?} publishes no key with the token's kid {:?}",
+                        claims.iss,
+                        compact.header.kid.as_deref().unwrap_or("")
+                    ),
+                )
+            };
+            let fresh = state
+                .key_cache
+                .refetch_for_unknown_kid(&claims.iss, &keys)
+                .await
+                .ok_or_else(unknown)?;
+            match verify::signature(&compact, alg, &fresh.keys) {
+                Ok(()) => {}
+                Err(Some(refusal)) => return Err(refusal.into()),
+                Err(None) => return Err(unknown()),
+            }
+        }
+    }
+
+    // Step 5-6: time, audience, subject, conditions.
+    let now = state.clock.unix();
+    let leeway = config.federation.leeway_seconds as i64;
+    verify::times(&claims, now, leeway)?;
+    let default_audiences = default_audiences(state);
+    matching_entry(
+        &policy.entries,
+        &claims,
+        &default_audiences,
+        &policy.full_name,
+    )?;
+
+    // Step 7: replay.
+    replay_check(state, &claims, now, leeway).await?;
+
+    // Step 8: mint.
+    mint(state, &policy, &claims, now)
+}
+
+/// `federation.audiences`, or `[server.public_url]` when empty.
+fn default_audiences(state: &AppState) -> Vec<String> {
+    let configured = &state.config.federation.audiences;
+    if configured.is_empty() {
+        vec![state.config.server.public_url.clone()]
+    } else {
+        configured.clone()
+    }
+}
+
+/// A `(iss, jti)` pair is accepted once while the token can be valid: until `exp + leeway`,
+/// the same leeway the time checks allow, so a replay can never outlive its record.
+async fn replay_check(
+    state: &AppState,
+    claims: &Claims,
+    now: i64,
+    leeway: i64,
+) -> Result<(), ExchangeError> {
+    let federation = &state.config.federation;
+    let Some(jti) = &claims.jti else {
+        if federation.require_jti {
+            return Err(refuse(
+                RefusalCode::MalformedToken,
+                "the token has no jti, which this gateway requires",
+            ));
+        }
+        return Ok(());
+    };
+    if !federation.replay_protection {
+        return Ok(());
+    }
+    let first_use = state
+        .store
+        .record_once(&claims.iss, jti, claims.exp.saturating_add(leeway), now)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "replay record failed");
+            ExchangeError::Unavailable
+        })?;
+    if first_use {
+        Ok(())
+    } else {
+        Err(refuse(
+            RefusalCode::Replayed,
+            format!("the token with jti {jti:?} was already used"),
+        ))
+    }
+}
+
+fn mint(
+    state: &AppState,
+    policy: &RobotPolicy,
+    claims: &Claims,
+    now: i64,
+) -> Result<Minted, ExchangeError> {
+    let ttl = state.config.federation.token_ttl_seconds;
+    let mut jti = [0u8; 16];
+    state.rng.fill(&mut jti).map_err(|e| {
+        tracing::error!(error = %e, "random source failed");
+        ExchangeError::Internal
+    })?;
+    let minted = RobotTokenClaims {
+        iss: state.config.server.public_url.clone(),
+        aud: state.config.registry_service(),
+        sub: policy.full_name.clone(),
+        iat: now,
+        nbf: now,
+        exp: now.saturating_add(ttl as i64),
+        jti: data_encoding::HEXLOWER.encode(&jti),
+        fed: FedClaim {
+            iss: claims.iss.clone(),
+            sub: claims.sub.clone(),
+        },
+        rev: policy.revision,
+    };
+    let token = state.keyring().active().sign_jwt(&minted).map_err(|e| {
+        tracing::error!(error = %e, "signing a robot token failed");
+        ExchangeError::Internal
+    })?;
+    Ok(Minted {
+        token: SecretString::from(token),
+        expires_in: ttl,
+    })
+}
+
+/// Checks a robot token fedgate minted: signature by a published key, `iss`, `aud`, time, and
+/// that the robot still exists with the revision the token was minted under.
+pub async fn verify_minted(
+    state: &AppState,
+    token: &str,
+) -> Result<(RobotTokenClaims, Arc<RobotPolicy>), String> {
+    let compact = jws::decode(token).map_err(|e| e.0.to_string())?;
+    let alg = verify::algorithm(&compact).map_err(|r| r.message)?;
+    let keyring = state.keyring();
+    verify::signature(&compact, alg, keyring.verifying_keys()).map_err(|r| {
+        r.map_or_else(
+            || "signed by a key fedgate does not publish".to_string(),
+            |r| r.message,
+        )
+    })?;
+    let claims: RobotTokenClaims =
+        serde_json::from_value(serde_json::Value::Object(compact.payload))
+            .map_err(|_| "not a fedgate robot token".to_string())?;
+    if claims.iss != state.config.server.public_url || claims.aud != state.config.registry_service()
+    {
+        return Err("issued for another gateway or service".into());
+    }
+    let now = state.clock.unix();
+    let leeway = state.config.federation.leeway_seconds as i64;
+    if now > claims.exp.saturating_add(leeway) || claims.nbf > now.saturating_add(leeway) {
+        return Err("expired or not yet valid".into());
+    }
+    let policy = state
+        .robots
+        .get(state, &claims.sub)
+        .await
+        .map_err(|e| format!("robot lookup failed: {e}"))?
+        .ok_or_else(|| "the robot no longer exists".to_string())?;
+    if policy.revision != claims.rev {
+        return Err("revoked: the robot or its federation configuration changed".into());
+    }
+    Ok((claims, policy))
+}
