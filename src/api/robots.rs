@@ -283,11 +283,9 @@ pub async fn delete(
             access.namespace
         )));
     }
-    audit::admin_change(
-        &caller,
-        "robot.delete",
-        &format!("{}+{short}", access.namespace),
-    );
+    let full_name = format!("{}+{short}", access.namespace);
+    state.robots.invalidate(&full_name).await;
+    audit::admin_change(&caller, "robot.delete", &full_name);
     Ok(StatusCode::NO_CONTENT)
 }
 

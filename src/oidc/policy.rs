@@ -2,6 +2,7 @@
 //!
 //! In `subject` and in `conditions` values, `*` matches any run of characters (as AWS
 //! `StringLike`); nothing else is special. A condition on a claim the token lacks fails.
+//! Condition names may address nested claims with dots (`kubernetes.io.namespace`).
 
 use std::collections::BTreeMap;
 
@@ -58,13 +59,30 @@ fn claim_text(value: &Value) -> Option<String> {
     }
 }
 
+/// Finds a claim by name; a dotted name also reaches into nested objects, trying the longest
+/// literal key first at each level, so `kubernetes.io.namespace` finds
+/// `{"kubernetes.io": {"namespace": ...}}`.
+pub fn claim<'a>(claims: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(value) = claims.get(path) {
+        return Some(value);
+    }
+    path.char_indices()
+        .filter(|(_, c)| *c == '.')
+        .map(|(i, _)| i)
+        .rev()
+        .find_map(|i| match claims.get(&path[..i]) {
+            Some(Value::Object(inner)) => claim(inner, &path[i + 1..]),
+            _ => None,
+        })
+}
+
 /// The first condition of `entry` the claims do not satisfy, as `(claim, received value)`.
 fn failed_condition<'a>(
     entry: &'a FederationEntry,
     claims: &Claims,
 ) -> Option<(&'a str, Option<String>)> {
     entry.conditions.iter().find_map(|(name, pattern)| {
-        let received = claims.all.get(name).and_then(claim_text);
+        let received = claim(&claims.all, name).and_then(claim_text);
         match &received {
             Some(text) if glob(pattern, text) => None,
             _ => Some((name.as_str(), received)),
@@ -225,6 +243,17 @@ mod tests {
         let err = matching_entry(&entries, &claims(missing), &[], "acme+ci").unwrap_err();
         assert_eq!(err.code, RefusalCode::ClaimMismatch);
         assert!(err.message.contains("missing"));
+    }
+
+    #[test]
+    fn dotted_condition_names_reach_nested_claims() {
+        let claims =
+            json!({"kubernetes.io": {"namespace": "ci", "pod": {"name": "p1"}}, "a.b": "flat"});
+        let map = claims.as_object().unwrap();
+        assert_eq!(claim(map, "kubernetes.io.namespace"), Some(&json!("ci")));
+        assert_eq!(claim(map, "kubernetes.io.pod.name"), Some(&json!("p1")));
+        assert_eq!(claim(map, "a.b"), Some(&json!("flat")));
+        assert_eq!(claim(map, "kubernetes.io.nope"), None);
     }
 
     #[test]

@@ -5,6 +5,8 @@ mod harness;
 
 mod authz;
 mod binary;
+mod exchange;
+mod federation;
 mod listener;
 mod permissions;
 mod robots;

@@ -1,5 +1,6 @@
 //! Test harness: a real gateway served over loopback HTTP, on SQLite or PostgreSQL.
 
+pub mod issuer;
 pub mod postgres;
 
 use std::os::unix::fs::MetadataExt;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use fedgate::admin::issue_api_token;
 use fedgate::app::{AppState, open_store};
-use fedgate::clock::SystemClock;
+use fedgate::clock::{Clock, SystemClock};
 use fedgate::config::Config;
 use fedgate::http::auth::Scope;
 use fedgate::http::listener::ServeOptions;
@@ -124,19 +125,49 @@ impl Gateway {
 
     /// Starts with the harness defaults changed by `adjust`.
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_clock(backend, Arc::new(SystemClock), adjust).await
+    }
+
+    /// Starts with its own clock (tests that move time).
+    pub async fn start_with_clock(
+        backend: Backend,
+        clock: Arc<dyn Clock>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let mut config = Config::default();
         config.storage.database_url = database_url(backend, dir.path()).await;
         config.keys.dir = dir.path().join("keys");
         adjust(&mut config);
-        Self::serve(config, dir, ServeOptions::default()).await
+        Self::serve_with_clock(config, dir, ServeOptions::default(), clock).await
+    }
+
+    /// A gateway that trusts `issuer` the way an operator configures a private issuer.
+    pub async fn trusting(
+        backend: Backend,
+        issuer: &issuer::Issuer,
+        clock: Arc<dyn Clock>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let ca = issuer.ca_file.display().to_string();
+        Self::start_with_clock(backend, clock, |c| {
+            c.federation.extra_ca_file = ca;
+            c.federation.allow_private_networks = true;
+            adjust(c);
+        })
+        .await
     }
 
     /// Serves `config` (its listen addresses are replaced by fresh loopback ports).
-    pub async fn serve(
+    pub async fn serve(config: Config, dir: Arc<tempfile::TempDir>, options: ServeOptions) -> Self {
+        Self::serve_with_clock(config, dir, options, Arc::new(SystemClock)).await
+    }
+
+    pub async fn serve_with_clock(
         mut config: Config,
         dir: Arc<tempfile::TempDir>,
         options: ServeOptions,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,7 +185,7 @@ impl Gateway {
         let state = AppState::with_parts(
             config.clone(),
             Arc::new(store),
-            Arc::new(SystemClock),
+            clock,
             Arc::new(SystemRng::default()),
         )
         .expect("state");
@@ -258,6 +289,48 @@ impl Gateway {
                 .body(body),
         )
         .await
+    }
+
+    /// `GET /oauth2/federation/robot/token` with Basic `robot:jwt`.
+    pub async fn exchange(&self, robot: &str, jwt: &str) -> Reply {
+        send(
+            self.client
+                .get(format!("{}/oauth2/federation/robot/token", self.url))
+                .basic_auth(robot, Some(jwt)),
+        )
+        .await
+    }
+
+    /// An organization `org` administered by a new user, with robot `robot` federated with
+    /// `entries`. Returns the admin's API token.
+    pub async fn federated_robot(
+        &self,
+        org: &str,
+        robot: &str,
+        entries: serde_json::Value,
+    ) -> String {
+        let admin = format!("{org}-admin");
+        let token = self.admin(&admin).await;
+        self.org(org, &admin).await;
+        let created = self
+            .call(
+                "PUT",
+                &format!("/api/v1/organization/{org}/robots/{robot}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        let set = self
+            .call(
+                "POST",
+                &format!("/api/v1/organization/{org}/robots/{robot}/federation"),
+                Some(&token),
+                Some(entries),
+            )
+            .await;
+        assert_eq!(set.status, 200, "{}", set.text);
+        token
     }
 
     /// Number of robots in `namespace`, straight from the store.
