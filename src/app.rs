@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::exchange::RobotCache;
 use crate::metrics::Metrics;
 use crate::oidc::fetch::Fetcher;
-use crate::oidc::keys::{HttpJwksSource, KeyCache, KeyCacheSettings};
+use crate::oidc::keys::{HttpJwksSource, JwksSource, KeyCache, KeyCacheSettings};
 use crate::rng::{Rng, SystemRng};
 use crate::shared::limits::RateLimiter;
 use crate::store::{SqlStore, Store};
@@ -80,12 +80,30 @@ impl AppState {
         clock: Arc<dyn Clock>,
         rng: Arc<dyn Rng>,
     ) -> Result<Self, OpenError> {
+        let fetcher = Fetcher::new(&config.federation).map_err(OpenError::Fetcher)?;
+        Self::with_jwks_source(
+            config,
+            store,
+            clock,
+            rng,
+            Arc::new(HttpJwksSource { fetcher }),
+        )
+    }
+
+    /// As [`with_parts`](Self::with_parts), with identity issuers' keys from `source` instead
+    /// of the network (benchmarks).
+    pub fn with_jwks_source(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn Rng>,
+        source: Arc<dyn JwksSource>,
+    ) -> Result<Self, OpenError> {
         let at_rest = AtRestKeys::load_or_create(&config.keys.dir, rng.as_ref())?;
         let keyring = load_keyring(&config, clock.unix())?;
         let metrics = Metrics::new();
-        let fetcher = Fetcher::new(&config.federation).map_err(OpenError::Fetcher)?;
         let key_cache = KeyCache::new(
-            Arc::new(HttpJwksSource { fetcher }),
+            source,
             clock.clone(),
             KeyCacheSettings {
                 cooldown_seconds: config.federation.jwks_refresh_cooldown_seconds as i64,

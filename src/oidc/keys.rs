@@ -46,6 +46,17 @@ impl JwksSource for HttpJwksSource {
     }
 }
 
+/// A fixed JWKS document, as if fetched (benchmarks and tests that need no network).
+#[derive(Debug, Clone)]
+pub struct StaticJwksSource(pub Vec<u8>);
+
+#[async_trait]
+impl JwksSource for StaticJwksSource {
+    async fn fetch(&self, _issuer: &str) -> Result<KeySet, FetchError> {
+        parse_jwks(&self.0).map_err(FetchError::Unreachable)
+    }
+}
+
 /// A key set and when it was fetched.
 pub struct CachedKeys {
     pub keys: KeySet,

@@ -1,0 +1,239 @@
+//! The exchange's hot path, measured against its floor.
+//!
+//! - `crypto_floor`: the primitives every exchange must pay, with keys parsed once: one
+//!   RSA-2048 PKCS#1 v1.5 SHA-256 verification (the identity token) and one ECDSA P-256 SHA-256
+//!   signature (the robot token), through aws-lc-rs directly.
+//! - `exchange/warm`: a whole exchange in process, from the request with its Basic header to
+//!   the response body, through the router (no socket), with the issuer's keys and the robot's
+//!   policy cached. Replay protection off: the same token is reused.
+//! - `exchange/warm_replay_sqlite`: the same with replay protection on SQLite, a fresh token
+//!   (fresh `jti`) per iteration.
+//!
+//! Run: `cargo bench --bench exchange`. Figures and machine: README, "Performance".
+
+use std::sync::Arc;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    self, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, ParsedPublicKey, RsaKeyPair,
+};
+use axum::Router;
+use axum::body::Body;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use data_encoding::{BASE64, BASE64URL_NOPAD};
+use fedgate::app::{AppState, open_store};
+use fedgate::clock::{Clock, SystemClock};
+use fedgate::config::Config;
+use fedgate::http::auth::Scope;
+use fedgate::oidc::keys::StaticJwksSource;
+use fedgate::rng::SystemRng;
+use http::Request;
+use http_body_util::BodyExt;
+use secrecy::ExposeSecret;
+use serde_json::json;
+use tower::ServiceExt;
+
+const ISSUER: &str = "https://token.actions.githubusercontent.com";
+
+/// The identity issuer's RSA key, signing GitHub-shaped tokens.
+struct IdentityIssuer {
+    pair: RsaKeyPair,
+}
+
+impl IdentityIssuer {
+    fn new() -> Self {
+        Self {
+            pair: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
+        }
+    }
+
+    fn jwks(&self) -> Vec<u8> {
+        let public = self.pair.public_key();
+        json!({"keys": [{
+            "kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
+            "n": BASE64URL_NOPAD.encode(public.modulus().big_endian_without_leading_zero()),
+            "e": BASE64URL_NOPAD.encode(public.exponent().big_endian_without_leading_zero()),
+        }]})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn token(&self, jti: u64) -> String {
+        let now = SystemClock.unix();
+        let header = json!({"alg": "RS256", "kid": "bench", "typ": "JWT"});
+        let claims = json!({
+            "iss": ISSUER, "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",
+            "aud": "https://github.com/octo-org", "jti": format!("jti-{jti}"),
+            "iat": now, "nbf": now - 5, "exp": now + 86_400,
+            "repository": "octo-org/octo-repo", "repository_owner_id": "123456",
+            "ref": "refs/heads/main", "event_name": "push", "actor": "octocat",
+            "workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
+            "runner_environment": "github-hosted", "run_id": "1234567890",
+        });
+        let input = format!(
+            "{}.{}",
+            BASE64URL_NOPAD.encode(header.to_string().as_bytes()),
+            BASE64URL_NOPAD.encode(claims.to_string().as_bytes())
+        );
+        let mut sig = vec![0; self.pair.public_modulus_len()];
+        self.pair
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                input.as_bytes(),
+                &mut sig,
+            )
+            .unwrap();
+        format!("{input}.{}", BASE64URL_NOPAD.encode(&sig))
+    }
+}
+
+/// A gateway in process with robot `acme+ci` federated with the issuer.
+fn gateway(
+    rt: &tokio::runtime::Runtime,
+    issuer: &IdentityIssuer,
+    replay: bool,
+) -> (Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.database_url = format!("sqlite://{}/fedgate.db", dir.path().display());
+    config.keys.dir = dir.path().join("keys");
+    config.federation.replay_protection = replay;
+    config.limits.failed_exchanges_per_minute_per_ip = 0;
+    config.limits.exchanges_per_minute_per_robot = 0;
+    let router = rt.block_on(async {
+        let store = Arc::new(open_store(&config).await.unwrap());
+        let state = AppState::with_jwks_source(
+            config,
+            store,
+            Arc::new(SystemClock),
+            Arc::new(SystemRng::default()),
+            Arc::new(StaticJwksSource(issuer.jwks())),
+        )
+        .unwrap();
+        state.store.create_user("admin", 0).await.unwrap();
+        state.store.create_org("acme", "admin", 0).await.unwrap();
+        let api = fedgate::admin::issue_api_token(
+            state.store.as_ref(),
+            &state.at_rest,
+            state.rng.as_ref(),
+            "admin",
+            &Scope::ALL,
+            0,
+            None,
+        )
+        .await
+        .unwrap();
+        let router = fedgate::http::router::router(state);
+        for (method, path, body) in [
+            ("PUT", "/api/v1/organization/acme/robots/ci", json!({})),
+            (
+                "POST",
+                "/api/v1/organization/acme/robots/ci/federation",
+                json!([{
+                    "issuer": ISSUER, "subject": "repo:octo-org/octo-repo:*",
+                    "audiences": ["https://github.com/octo-org"],
+                    "conditions": {"repository_owner_id": "123456", "ref": "refs/heads/main"},
+                }]),
+            ),
+        ] {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", format!("Bearer {}", api.expose_secret()))
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert!(
+                response.status().is_success(),
+                "{method} {path}: {}",
+                response.status()
+            );
+        }
+        router
+    });
+    (router, dir)
+}
+
+async fn exchange(router: &Router, token: &str) -> bytes::Bytes {
+    let basic = BASE64.encode(format!("acme+ci:{token}").as_bytes());
+    let request = Request::builder()
+        .uri("/oauth2/federation/robot/token")
+        .header("authorization", format!("Basic {basic}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn benches(c: &mut Criterion) {
+    let issuer = IdentityIssuer::new();
+    let token = issuer.token(0);
+
+    // The floor: keys parsed once, one RS256 verification and one ES256 signature.
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let sig = BASE64URL_NOPAD.decode(sig.as_bytes()).unwrap();
+    let public = issuer.pair.public_key();
+    let components = signature::RsaPublicKeyComponents {
+        n: public.modulus().big_endian_without_leading_zero(),
+        e: public.exponent().big_endian_without_leading_zero(),
+    };
+    let parsed: ParsedPublicKey = components
+        .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+        .unwrap();
+    let _ = public.as_der();
+    let rng = SystemRandom::new();
+    let ec_doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let ec = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec_doc.as_ref()).unwrap();
+    let minted_input = vec![b'x'; 420];
+    let mut floor = c.benchmark_group("crypto_floor");
+    floor.bench_function("rs256_verify", |b| {
+        b.iter(|| parsed.verify_sig(input.as_bytes(), &sig).unwrap())
+    });
+    floor.bench_function("es256_sign", |b| {
+        b.iter(|| ec.sign(&rng, &minted_input).unwrap())
+    });
+    floor.bench_function("rs256_verify+es256_sign", |b| {
+        b.iter(|| {
+            parsed.verify_sig(input.as_bytes(), &sig).unwrap();
+            ec.sign(&rng, &minted_input).unwrap()
+        })
+    });
+    floor.finish();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("exchange");
+    let (router, _dir) = gateway(&rt, &issuer, false);
+    rt.block_on(exchange(&router, &token)); // warm: keys and robot cached
+    group.bench_function("warm", |b| {
+        b.iter(|| rt.block_on(exchange(&router, &token)))
+    });
+
+    let (router, _dir2) = gateway(&rt, &issuer, true);
+    rt.block_on(exchange(&router, &issuer.token(u64::MAX)));
+    let mut next = 0u64;
+    group.bench_function("warm_replay_sqlite", |b| {
+        b.iter_batched(
+            || {
+                next += 1;
+                issuer.token(next)
+            },
+            |token| rt.block_on(exchange(&router, &token)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = exchange_benches;
+    config = Criterion::default().sample_size(30);
+    targets = benches
+}
+criterion_main!(exchange_benches);
