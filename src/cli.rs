@@ -62,6 +62,9 @@ pub enum Command {
 pub enum KeysCommand {
     /// Make a new signing key active; previous keys stay published until their tokens expire.
     Rotate,
+    /// Print a self-signed certificate (PEM) for every published signing key: the
+    /// `auth.token.rootcertbundle` a Docker registry needs.
+    RegistryCert,
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +210,17 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
                 alg.as_str(),
                 ring.published().len()
             );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::RegistryCert) => {
+            let now = SystemClock.unix();
+            let ring = load_keyring(&config, now).map_err(failure)?;
+            for key in ring.published() {
+                print!(
+                    "{}",
+                    signing::registry_certificate(key, now).map_err(failure)?
+                );
+            }
             Ok(())
         }
         Command::Token(TokenCommand::Create {

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub exchange_duration: HistogramVec,
     /// `fedgate_jwks_fetches_total{result}`: `ok` or `error`.
     pub jwks_fetches: IntCounterVec,
+    /// `fedgate_registry_tokens_total{result}`: `ok`, `unauthorized`, `bad_request`, `unavailable`.
+    pub registry_tokens: IntCounterVec,
 }
 
 impl Metrics {
@@ -68,6 +70,11 @@ impl Metrics {
             jwks_fetches: counter(
                 "fedgate_jwks_fetches_total",
                 "Discovery + JWKS fetches from identity issuers, by result.",
+                &["result"],
+            ),
+            registry_tokens: counter(
+                "fedgate_registry_tokens_total",
+                "Docker registry tokens requested at /v2/auth, by result.",
                 &["result"],
             ),
             registry,

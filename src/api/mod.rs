@@ -5,6 +5,7 @@ pub mod exchange;
 pub mod federation;
 pub mod health;
 pub mod permissions;
+pub mod registry_auth;
 pub mod robots;
 pub mod sts;
 pub mod well_known;

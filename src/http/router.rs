@@ -14,7 +14,9 @@ use http::{HeaderValue, Method, StatusCode, header};
 
 use super::ClientAddr;
 use super::error::{ApiError, ErrorType};
-use crate::api::{exchange, federation, health, permissions, robots, sts, well_known};
+use crate::api::{
+    exchange, federation, health, permissions, registry_auth, robots, sts, well_known,
+};
 use crate::app::AppState;
 use crate::metrics::Metrics;
 
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
             get(exchange::exchange).post(exchange::exchange),
         )
         .route("/oauth2/token", post(sts::token))
+        .route("/v2/auth", get(registry_auth::token))
         .route("/.well-known/jwks.json", get(well_known::jwks))
         .route(
             "/.well-known/openid-configuration",

@@ -173,6 +173,9 @@ pub trait RobotStore {
         revision: i64,
     ) -> StoreResult<Option<Robot>>;
     async fn robot_by_token_lookup(&self, lookup: &str) -> StoreResult<Option<Robot>>;
+    /// Sets `last_accessed` to `now` unless it is already within the last minute (so a busy
+    /// robot costs at most one write a minute).
+    async fn touch_robot(&self, robot_id: i64, now: Unix) -> StoreResult<()>;
 }
 
 #[async_trait]

@@ -346,6 +346,19 @@ impl RobotStore for SqlStore {
         row.as_ref().map(robot_from_row).transpose()
     }
 
+    async fn touch_robot(&self, robot_id: i64, now: Unix) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE robots SET last_accessed = $1 \
+             WHERE id = $2 AND (last_accessed IS NULL OR last_accessed < $3)",
+        )
+        .bind(now)
+        .bind(robot_id)
+        .bind(now - 60)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn robot_by_token_lookup(&self, lookup: &str) -> StoreResult<Option<Robot>> {
         let sql = format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE token_lookup = $1");
         let row = sqlx::query(&sql)

@@ -5,8 +5,10 @@
 //!   a database lookup.
 //! - [`at_rest`]: the key in `keys.dir` that seals robot tokens (AES-256-GCM) and derives the
 //!   keyed lookup hash under which every token is stored.
+//! - [`registry`]: Docker registry token claims: scopes and what roles grant.
 //! - [`signing`]: the keyring that signs robot and registry tokens (rotation, JWKS, libtrust kid).
 
 pub mod at_rest;
 pub mod opaque;
+pub mod registry;
 pub mod signing;

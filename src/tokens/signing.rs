@@ -222,6 +222,25 @@ impl SigningKey {
     }
 }
 
+/// A self-signed certificate (PEM) for `key`: what a Docker registry's
+/// `auth.token.rootcertbundle` needs. The registry trusts the key, found by the `kid` it derives
+/// from the certificate's public key; the certificate's own fields do not matter to it, so it
+/// is valid for ten years.
+pub fn registry_certificate(key: &SigningKey, now: i64) -> Result<String, KeyringError> {
+    let bad = || KeyringError::BadKey(key.kid.clone());
+    let pair = rcgen::KeyPair::try_from(key.pkcs8()).map_err(|_| bad())?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|_| bad())?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("fedgate signing key {}", key.kid),
+    );
+    let start = time::OffsetDateTime::from_unix_timestamp(now - 86_400).map_err(|_| bad())?;
+    params.not_before = start;
+    params.not_after = start + time::Duration::days(3653);
+    let cert = params.self_signed(&pair).map_err(|_| bad())?;
+    Ok(cert.pem())
+}
+
 /// The published keys and the active one.
 #[derive(Debug)]
 pub struct Keyring {
@@ -355,10 +374,15 @@ pub fn generate(dir: &Path, alg: SigningAlg, now: i64) -> Result<PathBuf, Keyrin
             .as_ref()
             .to_vec(),
     };
+    // Keys are ordered by creation second: a new key must sort after every existing one, even
+    // when created within the same second.
+    let created = key_files(&signing_dir)?
+        .last()
+        .map_or(now, |(_, newest, ..)| now.max(newest + 1));
     let mut suffix = [0u8; 4];
     aws_lc_rs::rand::SecureRandom::fill(&rng, &mut suffix).map_err(|_| KeyringError::Generate)?;
     let name = format!(
-        "{now:012}-{}-{}.p8",
+        "{created:012}-{}-{}.p8",
         alg.as_str(),
         data_encoding::HEXLOWER.encode(&suffix)
     );
@@ -381,6 +405,7 @@ pub fn generate(dir: &Path, alg: SigningAlg, now: i64) -> Result<PathBuf, Keyrin
 mod tests {
     use super::*;
     use crate::oidc::jws::{self, Alg, KeyLookup};
+    use rustls_pki_types::pem::PemObject;
 
     #[test]
     fn libtrust_kid_has_twelve_groups_of_four() {
@@ -436,6 +461,60 @@ mod tests {
         let retired = Keyring::load(dir.path(), SigningAlg::ES256, 100, 2101).unwrap();
         assert_eq!(retired.published().len(), 1, "old key retired");
         assert_eq!(retired.published()[0].kid, rotated.active().kid);
+    }
+
+    #[test]
+    fn registry_certificates_carry_the_signing_key() {
+        for alg in [SigningAlg::ES256, SigningAlg::RS256] {
+            let dir = tempfile::tempdir().unwrap();
+            let ring = Keyring::load(dir.path(), alg, 3600, 1_700_000_000).unwrap();
+            let pem = registry_certificate(ring.active(), 1_700_000_000).unwrap();
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            // The certificate's SubjectPublicKeyInfo hashes to the key's kid, as the registry computes it.
+            let spki = spki_of(der.as_ref());
+            assert_eq!(libtrust_kid(spki), ring.active().kid, "{alg:?}");
+        }
+    }
+
+    /// Finds the SubjectPublicKeyInfo inside a certificate (seventh field of TBSCertificate).
+    fn spki_of(cert: &[u8]) -> &[u8] {
+        fn element(der: &[u8]) -> (usize, usize) {
+            let len0 = der[1] as usize;
+            if len0 < 0x80 {
+                (2, len0)
+            } else {
+                let n = len0 & 0x7f;
+                (
+                    2 + n,
+                    der[2..2 + n]
+                        .iter()
+                        .fold(0usize, |acc, b| (acc << 8) | *b as usize),
+                )
+            }
+        }
+        let (h, _) = element(cert);
+        let tbs = &cert[h..];
+        let (h, _) = element(tbs);
+        let mut rest = &tbs[h..];
+        // version [0], serial, signature alg, issuer, validity, subject, then SPKI.
+        for _ in 0..6 {
+            let (hh, len) = element(rest);
+            rest = &rest[hh + len..];
+        }
+        let (hh, len) = element(rest);
+        &rest[..hh + len]
+    }
+
+    #[test]
+    fn a_rotation_within_the_same_second_still_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Keyring::load(dir.path(), SigningAlg::ES256, 100, 1000).unwrap();
+        for _ in 0..3 {
+            generate(dir.path(), SigningAlg::ES256, 1000).unwrap();
+        }
+        let last = Keyring::load(dir.path(), SigningAlg::ES256, 100, 1000).unwrap();
+        assert_ne!(last.active().kid, first.active().kid);
+        assert_eq!(last.active().created_at, 1003);
     }
 
     #[test]

@@ -9,4 +9,5 @@ mod exchange;
 mod federation;
 mod listener;
 mod permissions;
+mod registry;
 mod robots;

@@ -2,6 +2,7 @@
 
 pub mod issuer;
 pub mod postgres;
+pub mod registry;
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;

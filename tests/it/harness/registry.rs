@@ -1,0 +1,255 @@
+//! A real Docker registry (Debian's `docker-registry`, distribution 2.8) using fedgate as its
+//! token auth backend, and `skopeo` as the client. `.ci/run` installs both.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use super::{Gateway, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fedgate");
+
+/// `fedgate keys registry-cert` for the gateway's keys directory.
+pub fn registry_cert(gw: &Gateway) -> String {
+    let out = fedgate_cli(gw, &["keys", "registry-cert"]);
+    String::from_utf8(out).unwrap()
+}
+
+/// `fedgate keys rotate` for the gateway's keys directory.
+pub fn rotate_keys(gw: &Gateway) {
+    fedgate_cli(gw, &["keys", "rotate"]);
+}
+
+fn fedgate_cli(gw: &Gateway, args: &[&str]) -> Vec<u8> {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("FEDGATE_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .env("FEDGATE_KEYS_DIR", &gw.config.keys.dir)
+        .env("FEDGATE_KEYS_SIGNING_ALG", &gw.config.keys.signing_alg)
+        .env(
+            "FEDGATE_STORAGE_DATABASE_URL",
+            &gw.config.storage.database_url,
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fedgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+pub struct Registry {
+    /// `127.0.0.1:<port>`
+    pub addr: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Registry {
+    /// Starts a registry that trusts the certificates in `bundle` and sends clients to `gw`.
+    pub async fn start(gw: &Gateway, bundle: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Self {
+            addr: format!("127.0.0.1:{}", free_port()),
+            dir,
+            child: None,
+        };
+        registry.restart(gw, bundle).await;
+        registry
+    }
+
+    /// (Re)starts with a new certificate bundle, keeping the stored images.
+    pub async fn restart(&mut self, gw: &Gateway, bundle: &str) {
+        self.stop();
+        let bundle_path = self.dir.path().join("bundle.pem");
+        std::fs::write(&bundle_path, bundle).unwrap();
+        let storage = self.dir.path().join("storage");
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: warn\n\
+             storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {addr}\n\
+             auth:\n  token:\n    realm: {url}/v2/auth\n    service: {service}\n    issuer: {url}\n    rootcertbundle: {bundle}\n",
+            storage = storage.display(),
+            addr = self.addr,
+            url = gw.url,
+            service = gw.config.registry_service(),
+            bundle = bundle_path.display(),
+        );
+        let config_path = self.dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(self.dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry is installed (apt-get install docker-registry)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://{}/v2/", self.addr)).await {
+                assert_eq!(r.status(), 401, "the registry asks for a token");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `skopeo copy` from `src` to `dst`, as `user:password` on the registry side.
+    pub fn skopeo_copy(
+        &self,
+        src: &str,
+        dst: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<(), String> {
+        let creds = format!("{user}:{password}");
+        let (flag, tls) = if dst.starts_with("docker://") {
+            ("--dest-creds", "--dest-tls-verify=false")
+        } else {
+            ("--src-creds", "--src-tls-verify=false")
+        };
+        let out = Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--retry-times",
+                "0",
+                tls,
+                flag,
+                &creds,
+                src,
+                dst,
+            ])
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("skopeo is installed (apt-get install skopeo)");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    pub fn image(&self, repository: &str, tag: &str) -> String {
+        format!("docker://{}/{repository}:{tag}", self.addr)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER
+        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+}
+
+/// Writes a one-layer OCI image layout under `dir` and returns its `oci:<dir>:v1` reference.
+pub fn oci_image(dir: &Path, content: &str) -> String {
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("hello.txt"), content).unwrap();
+    let tar = dir.join("layer.tar");
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&src)
+        .arg("hello.txt")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let layer = std::fs::read(&tar).unwrap();
+    let blob = |bytes: &[u8]| -> (String, usize) {
+        let digest = sha256_hex(bytes);
+        std::fs::write(blobs.join(&digest), bytes).unwrap();
+        (format!("sha256:{digest}"), bytes.len())
+    };
+    let (layer_digest, layer_size) = blob(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    })
+    .to_string();
+    let (config_digest, config_size) = blob(config.as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+    })
+    .to_string();
+    let (manifest_digest, manifest_size) = blob(manifest.as_bytes());
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion": "1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": "v1"},
+        }],
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    format!("oci:{}:v1", layout.display())
+}
+
+/// Reads `hello.txt` back out of a pulled OCI layout (`oci:<dir>:<tag>`).
+pub fn pulled_content(layout: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| -> Vec<u8> {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let tar_path: PathBuf = layout.join("layer-out.tar");
+    std::fs::write(&tar_path, layer).unwrap();
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(&tar_path)
+        .arg("hello.txt")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
