@@ -70,25 +70,19 @@ impl Registry {
         self.stop();
         let bundle_path = self.dir.path().join("bundle.pem");
         std::fs::write(&bundle_path, bundle).unwrap();
-        let storage = self.dir.path().join("storage");
-        let config = format!(
-            "version: 0.1\n\
-             log:\n  level: warn\n\
-             storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-             http:\n  addr: {addr}\n\
-             auth:\n  token:\n    realm: {url}/v2/auth\n    service: {service}\n    issuer: {url}\n    rootcertbundle: {bundle}\n",
-            storage = storage.display(),
-            addr = self.addr,
-            url = gw.url,
-            service = gw.config.registry_service(),
-            bundle = bundle_path.display(),
-        );
-        let config_path = self.dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
+        // The operator's configuration from deploy/, with this test's addresses and paths.
+        let config_path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/registry/config.yml");
         let log = std::fs::File::create(self.dir.path().join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
-            .arg(&config_path)
+            .arg(config_path)
+            .env("REGISTRY_LOG_LEVEL", "warn")
+            .env("REGISTRY_HTTP_ADDR", &self.addr)
+            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", self.dir.path().join("storage"))
+            .env("REGISTRY_AUTH_TOKEN_REALM", format!("{}/v2/auth", gw.url))
+            .env("REGISTRY_AUTH_TOKEN_SERVICE", gw.config.registry_service())
+            .env("REGISTRY_AUTH_TOKEN_ISSUER", &gw.url)
+            .env("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", &bundle_path)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
