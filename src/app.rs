@@ -10,7 +10,8 @@ use crate::metrics::Metrics;
 use crate::oidc::fetch::Fetcher;
 use crate::oidc::keys::{HttpJwksSource, JwksSource, KeyCache, KeyCacheSettings};
 use crate::rng::{Rng, SystemRng};
-use crate::shared::limits::RateLimiter;
+use crate::shared::Shared;
+use crate::shared::redis::RedisShared;
 use crate::store::{SqlStore, Store};
 use crate::tokens::at_rest::AtRestKeys;
 use crate::tokens::signing::{Keyring, KeyringError, SigningAlg};
@@ -32,7 +33,8 @@ pub struct Inner {
     pub key_cache: KeyCache,
     /// Robots' federation policies, for the exchange's warm path.
     pub robots: RobotCache,
-    pub limiter: RateLimiter,
+    /// Replay records, rate limits and change notices (database and memory, or Redis).
+    pub shared: Shared,
 }
 
 impl Deref for AppState {
@@ -58,6 +60,8 @@ pub enum OpenError {
     Keyring(#[from] KeyringError),
     #[error("{0}")]
     Fetcher(String),
+    #[error("storage.redis_url: {0}")]
+    Redis(String),
 }
 
 impl AppState {
@@ -101,6 +105,10 @@ impl AppState {
     ) -> Result<Self, OpenError> {
         let at_rest = AtRestKeys::load_or_create(&config.keys.dir, rng.as_ref())?;
         let keyring = load_keyring(&config, clock.unix())?;
+        let redis = match config.storage.redis_url.as_str() {
+            "" => None,
+            url => Some(RedisShared::new(url).map_err(|e| OpenError::Redis(e.to_string()))?),
+        };
         let metrics = Metrics::new();
         let key_cache = KeyCache::new(
             source,
@@ -112,7 +120,7 @@ impl AppState {
             metrics.clone(),
         );
         Ok(Self(Arc::new(Inner {
-            limiter: RateLimiter::new(clock.clone()),
+            shared: Shared::new(store.clone(), clock.clone(), redis),
             config,
             store,
             at_rest,
@@ -123,6 +131,13 @@ impl AppState {
             key_cache,
             robots: RobotCache::default(),
         })))
+    }
+
+    /// A robot changed (created, deleted, regenerated, federation replaced): forget its cached
+    /// policy here and tell the other replicas.
+    pub async fn robot_changed(&self, full_name: &str) {
+        self.robots.invalidate(full_name).await;
+        self.shared.announce_change(full_name).await;
     }
 
     /// The current signing keyring.

@@ -69,23 +69,31 @@ impl RobotCache {
         state: &AppState,
         full_name: &str,
     ) -> Result<Option<Arc<RobotPolicy>>, Arc<StoreError>> {
-        self.0
-            .try_get_with(full_name.to_string(), async {
-                let Some((namespace, short)) = names::split_robot_name(full_name) else {
-                    return Ok(None);
-                };
-                let Some(robot) = state.store.robot(namespace, short).await? else {
-                    return Ok(None);
-                };
-                let entries = state.store.federation(robot.id).await?;
-                Ok(Some(Arc::new(RobotPolicy {
-                    robot_id: robot.id,
-                    full_name: robot.full_name(),
-                    revision: robot.revision,
-                    entries,
-                })))
-            })
-            .await
+        let load = async {
+            let Some((namespace, short)) = names::split_robot_name(full_name) else {
+                return Ok(None);
+            };
+            let Some(robot) = state.store.robot(namespace, short).await? else {
+                return Ok(None);
+            };
+            let entries = state.store.federation(robot.id).await?;
+            Ok(Some(Arc::new(RobotPolicy {
+                robot_id: robot.id,
+                full_name: robot.full_name(),
+                revision: robot.revision,
+                entries,
+            })))
+        };
+        if !state.shared.notices_live() {
+            // Change notices from other replicas may be missed right now: read through.
+            return load.await.map_err(Arc::new);
+        }
+        self.0.try_get_with(full_name.to_string(), load).await
+    }
+
+    /// Forgets everything (change notices may have been missed).
+    pub fn clear(&self) {
+        self.0.invalidate_all();
     }
 }
 
@@ -169,17 +177,22 @@ pub async fn exchange(
         .ok()
         .map(|(robot, _)| robot.to_string());
 
-    let result = match ip_key
-        .as_deref()
-        .map(|key| {
+    let ip_check = match &ip_key {
+        Some(key) => {
             state
-                .limiter
-                .check(key, limits.failed_exchanges_per_minute_per_ip)
-        })
-        .transpose()
-    {
-        Err(limited) => Err(ExchangeError::RateLimited(limited)),
-        Ok(_) => match credentials {
+                .shared
+                .limit_check(key, limits.failed_exchanges_per_minute_per_ip)
+                .await
+        }
+        None => Ok(Ok(())),
+    };
+    let result = match ip_check {
+        Err(e) => {
+            tracing::error!(error = %e, "rate-limit check failed");
+            Err(ExchangeError::Unavailable)
+        }
+        Ok(Err(limited)) => Err(ExchangeError::RateLimited(limited)),
+        Ok(Ok(())) => match credentials {
             Err(refusal) => Err(ExchangeError::Refused(refusal)),
             Ok((robot, jwt)) => run(state, robot, jwt, &mut audit).await,
         },
@@ -195,9 +208,13 @@ pub async fn exchange(
     // Failures count against the client's address; an unreachable issuer is not its fault.
     let client_failed = matches!(&result, Err(ExchangeError::Refused(r)) if r.code != RefusalCode::IssuerUnavailable);
     if let Some(key) = ip_key.as_deref().filter(|_| client_failed) {
-        let _ = state
-            .limiter
-            .hit(key, limits.failed_exchanges_per_minute_per_ip);
+        let counted = state
+            .shared
+            .limit_hit(key, limits.failed_exchanges_per_minute_per_ip)
+            .await;
+        if let Err(e) = counted {
+            tracing::warn!(error = %e, "cannot count a failed exchange");
+        }
     }
     let metrics = &state.metrics;
     metrics.exchanges.with_label_values(&[outcome]).inc();
@@ -256,10 +273,17 @@ async fn run(
             format!("robot {robot_name} has no federation configuration"),
         ));
     }
-    state.limiter.hit(
-        &format!("robot:{}", policy.full_name),
-        config.limits.exchanges_per_minute_per_robot,
-    )?;
+    state
+        .shared
+        .limit_hit(
+            &format!("robot:{}", policy.full_name),
+            config.limits.exchanges_per_minute_per_robot,
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "rate-limit count failed");
+            ExchangeError::Unavailable
+        })??;
 
     let compact = jws::decode(jwt).map_err(|e| refuse(RefusalCode::MalformedToken, e.0))?;
     let claims = verify::claims(&compact.payload)?;
@@ -331,7 +355,7 @@ async fn run(
     )?;
 
     // Step 7: replay.
-    replay_check(state, &claims, now, leeway).await?;
+    replay_check(state, &claims, leeway).await?;
 
     // Step 8: mint.
     mint(state, &policy, &claims, now)
@@ -349,12 +373,7 @@ fn default_audiences(state: &AppState) -> Vec<String> {
 
 /// A `(iss, jti)` pair is accepted once while the token can be valid: until `exp + leeway`,
 /// the same leeway the time checks allow, so a replay can never outlive its record.
-async fn replay_check(
-    state: &AppState,
-    claims: &Claims,
-    now: i64,
-    leeway: i64,
-) -> Result<(), ExchangeError> {
+async fn replay_check(state: &AppState, claims: &Claims, leeway: i64) -> Result<(), ExchangeError> {
     let federation = &state.config.federation;
     let Some(jti) = &claims.jti else {
         if federation.require_jti {
@@ -369,8 +388,8 @@ async fn replay_check(
         return Ok(());
     }
     let first_use = state
-        .store
-        .record_once(&claims.iss, jti, claims.exp.saturating_add(leeway), now)
+        .shared
+        .record_once(&claims.iss, jti, claims.exp.saturating_add(leeway))
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "replay record failed");

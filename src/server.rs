@@ -41,6 +41,22 @@ pub async fn run(
         ))
     });
     let maintenance = tokio::spawn(maintain(state.clone(), stopped(stop_rx.clone())));
+    let notices = state.shared.redis().cloned().map(|redis| {
+        let (on_notice, on_gap) = (state.clone(), state.clone());
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            redis
+                .subscribe(
+                    move |robot| {
+                        let state = on_notice.clone();
+                        tokio::spawn(async move { state.robots.invalidate(&robot).await });
+                    },
+                    move || on_gap.robots.clear(),
+                    stop,
+                )
+                .await;
+        })
+    });
     let public_task = listener::serve(
         public,
         router::router(state.clone()),
@@ -60,6 +76,10 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = maintenance.await;
+    if let Some(task) = notices {
+        let _ = task.await;
+    }
+
     state.store.close().await;
 }
 

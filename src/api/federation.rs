@@ -156,7 +156,7 @@ async fn replace(
         }
         Err(e) => return Err(e.into()),
     }
-    state.robots.invalidate(&robot.full_name()).await;
+    state.robot_changed(&robot.full_name()).await;
     audit::admin_change(caller, action, &robot.full_name());
     Ok(())
 }

@@ -14,21 +14,40 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when the database answers, else 503 (the load balancer stops sending).
+/// `GET /readyz`: 200 when the database (and Redis, when configured) answer, else 503, so the
+/// load balancer stops sending requests this replica cannot serve.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready", "database": "ok" })),
-        ),
+    let database = match state.store.ping().await {
+        Ok(()) => "ok",
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed: database");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "status": "unavailable", "database": "unreachable" })),
-            )
+            "unreachable"
         }
+    };
+    let redis = match state.shared.redis() {
+        None => None,
+        Some(redis) => Some(match redis.ping().await {
+            Ok(()) => "ok",
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness check failed: redis");
+                "unreachable"
+            }
+        }),
+    };
+    let ready = database == "ok" && redis.is_none_or(|r| r == "ok");
+    let mut body = serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "database": database,
+    });
+    if let Some(redis) = redis {
+        body["redis"] = serde_json::Value::from(redis);
     }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
 }
 
 /// `GET /metrics` (metrics listener only): Prometheus text format.

@@ -265,7 +265,7 @@ pub async fn create(
         }
         Err(e) => return Err(e.into()),
     };
-    state.robots.invalidate(&robot.full_name()).await;
+    state.robot_changed(&robot.full_name()).await;
     audit::admin_change(&caller, "robot.create", &robot.full_name());
     Ok((StatusCode::CREATED, Json(view(&state, &robot, true)?)).into_response())
 }
@@ -284,7 +284,7 @@ pub async fn delete(
         )));
     }
     let full_name = format!("{}+{short}", access.namespace);
-    state.robots.invalidate(&full_name).await;
+    state.robot_changed(&full_name).await;
     audit::admin_change(&caller, "robot.delete", &full_name);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -305,7 +305,7 @@ pub async fn regenerate(
         .ok_or_else(|| {
             ApiError::not_found(format!("Robot not found: {}+{short}", access.namespace))
         })?;
-    state.robots.invalidate(&robot.full_name()).await;
+    state.robot_changed(&robot.full_name()).await;
     audit::admin_change(&caller, "robot.regenerate", &robot.full_name());
     Ok(Json(view(&state, &robot, false)?))
 }

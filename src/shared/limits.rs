@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 
-const WINDOW_SECONDS: i64 = 60;
+/// Length of a rate-limit window.
+pub const WINDOW_SECONDS: i64 = 60;
 const MAX_KEYS: u64 = 1_000_000;
 
 /// Over the limit: retry after this many seconds (the rest of the window).

@@ -1,5 +1,152 @@
-//! State that several replicas must agree on: replay records (in the store for now), rate-limit
-//! counters and cache invalidation. Single node: memory and the database; Redis comes with the
-//! replica work (SPEC section 9).
+//! State that replicas must agree on: replay records, rate-limit counters and notices that a
+//! robot changed. One node: the database and memory. Several (`storage.redis_url` set): Redis,
+//! so a token replayed at another replica is refused and a change made through one replica is
+//! seen by every other within a second (SPEC 9).
+//!
+//! Every operation against Redis either succeeds or returns [`Unavailable`]; callers fail
+//! closed (503) rather than accept a possible replay.
 
 pub mod limits;
+pub mod redis;
+
+use std::sync::Arc;
+
+use self::limits::{Limited, RateLimiter, WINDOW_SECONDS};
+use self::redis::RedisShared;
+use crate::clock::Clock;
+use crate::store::{Store, Unix};
+
+/// The shared state cannot be reached (Redis down, database down).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("shared state unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// Replay records, rate limits and change notices, on the database and memory or on Redis.
+#[derive(Clone)]
+pub struct Shared {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    local_limits: RateLimiter,
+    redis: Option<RedisShared>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("redis", &self.redis.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn digest_hex(parts: &[&str]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in parts {
+        ctx.update(part.as_bytes());
+        ctx.update(&[0]);
+    }
+    data_encoding::HEXLOWER.encode(ctx.finish().as_ref())
+}
+
+impl Shared {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, redis: Option<RedisShared>) -> Self {
+        Self {
+            local_limits: RateLimiter::new(clock.clone()),
+            store,
+            clock,
+            redis,
+        }
+    }
+
+    pub fn redis(&self) -> Option<&RedisShared> {
+        self.redis.as_ref()
+    }
+
+    /// Records `(issuer, jti)` until `expires_at`; true the first time, false for a replay.
+    pub async fn record_once(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: Unix,
+    ) -> Result<bool, Unavailable> {
+        let now = self.clock.unix();
+        match &self.redis {
+            Some(redis) => {
+                let key = format!("fedgate:replay:{}", digest_hex(&[issuer, jti]));
+                let ttl = u64::try_from(expires_at - now).unwrap_or(0).max(1);
+                redis
+                    .set_once(&key, ttl)
+                    .await
+                    .map_err(|e| Unavailable(e.to_string()))
+            }
+            None => self
+                .store
+                .record_once(issuer, jti, expires_at, now)
+                .await
+                .map_err(|e| Unavailable(e.to_string())),
+        }
+    }
+
+    fn window_key(&self, key: &str) -> (String, u64) {
+        let now = self.clock.unix();
+        let window = now.div_euclid(WINDOW_SECONDS);
+        let retry_after = (WINDOW_SECONDS - now.rem_euclid(WINDOW_SECONDS)) as u64;
+        (format!("fedgate:limit:{key}:{window}"), retry_after)
+    }
+
+    /// Counts one event for `key`; `Ok(Err(Limited))` past `limit` this minute (0: unlimited).
+    pub async fn limit_hit(
+        &self,
+        key: &str,
+        limit: u32,
+    ) -> Result<Result<(), Limited>, Unavailable> {
+        let Some(redis) = self.redis.as_ref().filter(|_| limit > 0) else {
+            return Ok(self.local_limits.hit(key, limit));
+        };
+        let (window_key, retry_after) = self.window_key(key);
+        let count = redis
+            .increment(&window_key, 2 * WINDOW_SECONDS as u64)
+            .await
+            .map_err(|e| Unavailable(e.to_string()))?;
+        Ok(if count > u64::from(limit) {
+            Err(Limited { retry_after })
+        } else {
+            Ok(())
+        })
+    }
+
+    /// Refuses when `key` already reached `limit` this minute, without counting.
+    pub async fn limit_check(
+        &self,
+        key: &str,
+        limit: u32,
+    ) -> Result<Result<(), Limited>, Unavailable> {
+        let Some(redis) = self.redis.as_ref().filter(|_| limit > 0) else {
+            return Ok(self.local_limits.check(key, limit));
+        };
+        let (window_key, retry_after) = self.window_key(key);
+        let count = redis
+            .count(&window_key)
+            .await
+            .map_err(|e| Unavailable(e.to_string()))?;
+        Ok(if count >= u64::from(limit) {
+            Err(Limited { retry_after })
+        } else {
+            Ok(())
+        })
+    }
+
+    /// Tells the other replicas that `robot` changed. Best effort: a replica that misses it
+    /// bypasses its cache until its subscription is back (see [`RedisShared::subscribe`]).
+    pub async fn announce_change(&self, robot: &str) {
+        if let Some(redis) = &self.redis {
+            if let Err(e) = redis.publish(robot).await {
+                tracing::warn!(error = %e, robot, "cannot announce a robot change to other replicas");
+            }
+        }
+    }
+
+    /// True when caches may be trusted: always on one node; with Redis, while subscribed.
+    pub fn notices_live(&self) -> bool {
+        self.redis.as_ref().is_none_or(RedisShared::subscribed)
+    }
+}

@@ -78,7 +78,10 @@ impl Registry {
             .arg(config_path)
             .env("REGISTRY_LOG_LEVEL", "warn")
             .env("REGISTRY_HTTP_ADDR", &self.addr)
-            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", self.dir.path().join("storage"))
+            .env(
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                self.dir.path().join("storage"),
+            )
             .env("REGISTRY_AUTH_TOKEN_REALM", format!("{}/v2/auth", gw.url))
             .env("REGISTRY_AUTH_TOKEN_SERVICE", gw.config.registry_service())
             .env("REGISTRY_AUTH_TOKEN_ISSUER", &gw.url)
