@@ -138,10 +138,11 @@ impl Shared {
     /// Tells the other replicas that `robot` changed. Best effort: a replica that misses it
     /// bypasses its cache until its subscription is back (see [`RedisShared::subscribe`]).
     pub async fn announce_change(&self, robot: &str) {
-        if let Some(redis) = &self.redis {
-            if let Err(e) = redis.publish(robot).await {
-                tracing::warn!(error = %e, robot, "cannot announce a robot change to other replicas");
-            }
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        if let Err(e) = redis.publish(robot).await {
+            tracing::warn!(error = %e, robot, "cannot announce a robot change to other replicas");
         }
     }
 
