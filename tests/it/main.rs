@@ -10,4 +10,5 @@ mod federation;
 mod listener;
 mod permissions;
 mod registry;
+mod replicas;
 mod robots;

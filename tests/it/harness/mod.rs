@@ -2,6 +2,9 @@
 
 pub mod issuer;
 pub mod postgres;
+pub mod redis;
+pub mod replica;
+
 pub mod registry;
 
 use std::os::unix::fs::MetadataExt;

@@ -1,8 +1,11 @@
-//! A throwaway PostgreSQL 15 server for the whole test binary, started on first use.
+//! Throwaway PostgreSQL 15 servers: one shared by the whole test binary (started on first use),
+//! and dedicated ones for tests that stop and restart the database.
 //!
-//! PostgreSQL refuses to run as root, so as root (CI) it runs through `runuser -u postgres`.
-//! A watchdog shell stops it and removes its directory once this test process has exited.
+//! PostgreSQL refuses to run as root, so as root (CI) every command runs through
+//! `runuser -u postgres`. A watchdog shell stops the server and removes its directory once this
+//! test process has exited.
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -13,8 +16,10 @@ const DEFAULT_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 pub struct PgServer {
     port: u16,
+    bin: String,
+    dir: PathBuf,
     /// The watchdog shell; it outlives this process on purpose, to clean up after it.
-    _watchdog: std::process::Child,
+    _watchdog: Option<std::process::Child>,
 }
 
 static SERVER: OnceLock<PgServer> = OnceLock::new();
@@ -24,8 +29,18 @@ pub fn server() -> &'static PgServer {
     SERVER.get_or_init(PgServer::start)
 }
 
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl PgServer {
-    fn start() -> Self {
+    /// Starts a new server of its own on a free port.
+    pub fn start() -> Self {
         let bin = std::env::var("PG_BIN").unwrap_or_else(|_| DEFAULT_BIN.to_string());
         assert!(
             std::path::Path::new(&format!("{bin}/postgres")).exists(),
@@ -36,25 +51,19 @@ impl PgServer {
             .tempdir()
             .unwrap()
             .keep();
-        let root = is_root();
-        if root {
+        if is_root() {
             run(Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(&dir));
         }
-        let as_pg = |program: &str| {
-            let mut cmd = if root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--", program]);
-                c
-            } else {
-                Command::new(program)
-            };
-            cmd.current_dir(&dir);
-            cmd
+        let mut server = Self {
+            port: free_port(),
+            bin,
+            dir,
+            _watchdog: None,
         };
-        let data = dir.join("data");
-        run(as_pg(&format!("{bin}/initdb"))
+        run(server
+            .as_pg(&format!("{}/initdb", server.bin))
             .args([
                 "-U",
                 "postgres",
@@ -64,36 +73,72 @@ impl PgServer {
                 "--no-sync",
                 "-D",
             ])
-            .arg(&data));
-        let port = free_port();
+            .arg(server.dir.join("data")));
+        server.start_again();
         let script = format!(
-            r#"{bin}/postgres -D "{data}" -p {port} -k "{dir}" -c listen_addresses=127.0.0.1 \
-                -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 &
-               pg=$!
-               while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done
-               kill -INT $pg 2>/dev/null; wait $pg; rm -rf "{dir}""#,
-            data = data.display(),
-            dir = dir.display(),
+            "while [ -d /proc/{parent} ]; do sleep 0.5; done; {bin}/pg_ctl -D \"{data}\" -m immediate stop; rm -rf \"{dir}\"",
             parent = std::process::id(),
+            bin = server.bin,
+            data = server.dir.join("data").display(),
+            dir = server.dir.display(),
         );
-        let watchdog = as_pg("sh")
-            .args(["-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start postgres");
+        server._watchdog = Some(
+            server
+                .as_pg("sh")
+                .args(["-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the watchdog"),
+        );
+        server
+    }
+
+    fn as_pg(&self, program: &str) -> Command {
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", program]);
+            c
+        } else {
+            Command::new(program)
+        };
+        cmd.current_dir(&self.dir);
+        cmd
+    }
+
+    /// Starts the (stopped) server again on the same port and data.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=300",
+            self.port,
+            self.dir.display()
+        );
+        run(self
+            .as_pg(&format!("{}/pg_ctl", self.bin))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-o", &options, "-l"])
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "start"]));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "postgres did not start on port {port}"
+                "postgres did not start on port {}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
-            port,
-            _watchdog: watchdog,
-        }
+    }
+
+    /// Stops the server (fast shutdown: open connections are closed).
+    pub fn stop(&self) {
+        run(self
+            .as_pg(&format!("{}/pg_ctl", self.bin))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "stop"]));
     }
 
     /// A fresh, empty database and its URL.
@@ -106,8 +151,7 @@ impl PgServer {
             match sqlx::PgConnection::connect(&admin_url).await {
                 Ok(conn) => break conn,
                 // Accepting TCP before it accepts logins ("the database system is starting up").
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
+                Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("cannot reach test postgres: {e}"),
@@ -119,13 +163,4 @@ impl PgServer {
             .unwrap();
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

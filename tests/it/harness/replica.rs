@@ -1,0 +1,108 @@
+//! `fedgate serve` as a separate process: the replicas of SPEC section 9.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fedgate");
+
+/// A `fedgate` command with exactly `env` as its FEDGATE_* environment.
+pub fn fedgate(env: &[(String, String)], args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("FEDGATE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+/// Runs an admin verb and returns its stdout.
+pub fn admin(env: &[(String, String)], args: &[&str]) -> String {
+    let out = fedgate(env, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "fedgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+pub struct Replica {
+    pub url: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Replica {
+    /// Starts `fedgate serve` with `env` plus its own listen addresses, logging to `dir`, and
+    /// waits until it answers `/healthz`.
+    pub async fn start(env: &[(String, String)], dir: &Path, name: &str) -> Self {
+        let (port, metrics_port) = (free_port(), free_port());
+        let mut env = env.to_vec();
+        env.push(("FEDGATE_SERVER_LISTEN".into(), format!("127.0.0.1:{port}")));
+        env.push((
+            "FEDGATE_SERVER_METRICS_LISTEN".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ));
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = fedgate(&env, &["serve"])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let replica = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = reqwest::get(format!("{}/healthz", replica.url)).await;
+            if health.is_ok_and(|r| r.status() == 200) {
+                return replica;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not start: {}",
+                replica.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
