@@ -201,6 +201,8 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
         Command::Keys(KeysCommand::Rotate) => {
             let now = SystemClock.unix();
             let alg = SigningAlg::parse(&config.keys.signing_alg).unwrap_or(SigningAlg::ES256);
+            // The at-rest key too, so an empty directory becomes a complete keys directory.
+            AtRestKeys::load_or_create(&config.keys.dir, &SystemRng::default()).map_err(failure)?;
             signing::generate(&config.keys.dir, alg, now).map_err(failure)?;
             let ring = load_keyring(&config, now).map_err(failure)?;
             audit::cli_change("keys.rotate", &ring.active().kid);

@@ -100,8 +100,14 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
+            // The database is down or restarting: the client may retry; nothing is its fault.
             StoreError::Backend(
-                ref e @ (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed),
+                ref e @ (sqlx::Error::PoolTimedOut
+                | sqlx::Error::Io(_)
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed),
             ) => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::new(

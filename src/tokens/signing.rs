@@ -1,6 +1,6 @@
 //! The signing keyring: the keys fedgate signs robot and registry tokens with.
 //!
-//! Keys live in `<keys.dir>/signing/` as PKCS#8 files named `<created unix>-<alg>-<random>.p8`
+//! Keys live in `<keys.dir>` as PKCS#8 files named `signing-<created unix>-<alg>-<random>.p8`
 //! (0600). The newest is active. When a newer key exists, an older one stays published (in the
 //! JWKS, in `keys registry-cert`, and for fedgate's own checks) until every token it can have
 //! signed has expired, then it is dropped. `fedgate keys rotate` adds a key; running gateways
@@ -27,7 +27,9 @@ use serde::Serialize;
 
 use crate::oidc::jws::{KeySet, parse_jwks};
 
-const SIGNING_DIR: &str = "signing";
+/// Key files are `signing-*.p8` directly in `keys.dir`: a flat directory maps one to one onto
+/// a Kubernetes Secret (`kubectl create secret generic --from-file=<keys.dir>`).
+const FILE_PREFIX: &str = "signing-";
 
 /// Algorithms fedgate signs with (`keys.signing_alg`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,12 +263,11 @@ impl Keyring {
         retire_after: i64,
         now: i64,
     ) -> Result<Self, KeyringError> {
-        let signing_dir = dir.join(SIGNING_DIR);
-        let mut files = key_files(&signing_dir)?;
+        let mut files = key_files(dir)?;
         let newest_alg = files.last().and_then(|(_, _, a, _)| SigningAlg::parse(a));
         if newest_alg != Some(alg) {
             generate(dir, alg, now)?;
-            files = key_files(&signing_dir)?;
+            files = key_files(dir)?;
         }
         let mut keys = Vec::new();
         for (path, created, alg_name, name) in &files {
@@ -319,7 +320,7 @@ impl Keyring {
 
     /// True when the key files on disk differ from the ones this ring was loaded from.
     pub fn changed_on_disk(&self, dir: &Path) -> bool {
-        key_files(&dir.join(SIGNING_DIR))
+        key_files(dir)
             .map(|files| files.into_iter().map(|(p, ..)| p).collect::<Vec<_>>() != self.files)
             .unwrap_or(false)
     }
@@ -336,7 +337,10 @@ fn key_files(signing_dir: &Path) -> Result<Vec<(PathBuf, i64, String, String)>, 
     for entry in entries {
         let entry = entry.map_err(io_error(signing_dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".p8") else {
+        let Some(stem) = name
+            .strip_prefix(FILE_PREFIX)
+            .and_then(|n| n.strip_suffix(".p8"))
+        else {
             continue;
         };
         let mut parts = stem.splitn(3, '-');
@@ -354,12 +358,12 @@ fn key_files(signing_dir: &Path) -> Result<Vec<(PathBuf, i64, String, String)>, 
 
 /// Writes a new key of `alg` (0600, atomically) and returns its path. It becomes active.
 pub fn generate(dir: &Path, alg: SigningAlg, now: i64) -> Result<PathBuf, KeyringError> {
-    let signing_dir = dir.join(SIGNING_DIR);
+    let signing_dir = dir;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&signing_dir)
-        .map_err(io_error(&signing_dir))?;
+        .create(signing_dir)
+        .map_err(io_error(signing_dir))?;
     let rng = SystemRandom::new();
     let der: Vec<u8> = match alg {
         SigningAlg::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
@@ -376,13 +380,13 @@ pub fn generate(dir: &Path, alg: SigningAlg, now: i64) -> Result<PathBuf, Keyrin
     };
     // Keys are ordered by creation second: a new key must sort after every existing one, even
     // when created within the same second.
-    let created = key_files(&signing_dir)?
+    let created = key_files(signing_dir)?
         .last()
         .map_or(now, |(_, newest, ..)| now.max(newest + 1));
     let mut suffix = [0u8; 4];
     aws_lc_rs::rand::SecureRandom::fill(&rng, &mut suffix).map_err(|_| KeyringError::Generate)?;
     let name = format!(
-        "{created:012}-{}-{}.p8",
+        "{FILE_PREFIX}{created:012}-{}-{}.p8",
         alg.as_str(),
         data_encoding::HEXLOWER.encode(&suffix)
     );
