@@ -5,6 +5,7 @@ mod harness;
 
 mod authz;
 mod binary;
+mod deploy;
 mod exchange;
 mod federation;
 mod listener;
