@@ -8,6 +8,9 @@
 //!   policy cached. Replay protection off: the same token is reused.
 //! - `exchange/warm_replay_sqlite`: the same with replay protection on SQLite, a fresh token
 //!   (fresh `jti`) per iteration.
+//! - `registry/v2_auth_minted_token`: `/v2/auth` with a minted token, one repository scope.
+//! - `policy/match_50_entries`: matching a GitHub-shaped identity against 50 entries.
+
 //!
 //! Run: `cargo bench --bench exchange`. Figures and machine: README, "Performance".
 
@@ -28,6 +31,7 @@ use fedgate::clock::{Clock, SystemClock};
 use fedgate::config::Config;
 use fedgate::http::auth::Scope;
 use fedgate::oidc::keys::StaticJwksSource;
+use fedgate::oidc::policy::{FederationEntry, matching_entry};
 use fedgate::rng::SystemRng;
 use http::Request;
 use http_body_util::BodyExt;
@@ -229,6 +233,57 @@ fn benches(c: &mut Criterion) {
         )
     });
     group.finish();
+
+    // The registry-token path: Basic with a minted token, one repository scope.
+    let (router, _dir3) = gateway(&rt, &issuer, false);
+    let minted_body = rt.block_on(exchange(&router, &token));
+    let minted: serde_json::Value = serde_json::from_slice(&minted_body).unwrap();
+    let minted = minted["token"].as_str().unwrap().to_string();
+    let basic = format!(
+        "Basic {}",
+        BASE64.encode(format!("acme+ci:{minted}").as_bytes())
+    );
+    let mut registry = c.benchmark_group("registry");
+    registry.bench_function("v2_auth_minted_token", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let request = Request::builder()
+                    .uri("/v2/auth?scope=repository:acme/app:pull,push")
+                    .header("authorization", &basic)
+                    .body(Body::empty())
+                    .unwrap();
+                let response = router.clone().oneshot(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.into_body().collect().await.unwrap().to_bytes()
+            })
+        })
+    });
+    registry.finish();
+
+    // Policy matching against a robot with 50 entries, the matching one last.
+    let mut entries: Vec<FederationEntry> = (0..49)
+        .map(|i| FederationEntry {
+            issuer: ISSUER.into(),
+            subject: format!("repo:octo-org/repo-{i}:*"),
+            audiences: vec!["https://github.com/octo-org".into()],
+            conditions: [("repository_owner_id".to_string(), "123456".to_string())].into(),
+        })
+        .collect();
+    entries.push(FederationEntry {
+        issuer: ISSUER.into(),
+        subject: "repo:octo-org/octo-repo:*".into(),
+        audiences: vec!["https://github.com/octo-org".into()],
+        conditions: [
+            ("repository_owner_id".to_string(), "123456".to_string()),
+            ("ref".to_string(), "refs/heads/main".to_string()),
+        ]
+        .into(),
+    });
+    let compact = fedgate::oidc::jws::decode(&token).unwrap();
+    let claims = fedgate::oidc::verify::claims(compact.payload).unwrap();
+    c.bench_function("policy/match_50_entries", |b| {
+        b.iter(|| matching_entry(&entries, &claims, &[], "acme+ci").unwrap())
+    });
 }
 
 criterion_group! {

@@ -285,8 +285,8 @@ async fn run(
             ExchangeError::Unavailable
         })??;
 
-    let compact = jws::decode(jwt).map_err(|e| refuse(RefusalCode::MalformedToken, e.0))?;
-    let claims = verify::claims(&compact.payload)?;
+    let mut compact = jws::decode(jwt).map_err(|e| refuse(RefusalCode::MalformedToken, e.0))?;
+    let claims = verify::claims(std::mem::take(&mut compact.payload))?;
     audit.issuer = Some(claims.iss.clone());
     audit.subject = Some(claims.sub.clone());
     audit.jti = claims.jti.clone();

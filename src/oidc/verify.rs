@@ -50,10 +50,10 @@ fn string_claim(payload: &Map<String, Value>, name: &str) -> Result<Option<Strin
 }
 
 /// Reads the claims; `iss`, `sub` and `exp` are required.
-pub fn claims(payload: &Map<String, Value>) -> Result<Claims, Refusal> {
-    let iss = string_claim(payload, "iss")?.ok_or_else(|| malformed("the token has no iss"))?;
-    let sub = string_claim(payload, "sub")?.ok_or_else(|| malformed("the token has no sub"))?;
-    let exp = numeric_date(payload, "exp")?.ok_or_else(|| malformed("the token has no exp"))?;
+pub fn claims(payload: Map<String, Value>) -> Result<Claims, Refusal> {
+    let iss = string_claim(&payload, "iss")?.ok_or_else(|| malformed("the token has no iss"))?;
+    let sub = string_claim(&payload, "sub")?.ok_or_else(|| malformed("the token has no sub"))?;
+    let exp = numeric_date(&payload, "exp")?.ok_or_else(|| malformed("the token has no exp"))?;
     let aud = match payload.get("aud") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(a)) => vec![a.clone()],
@@ -73,10 +73,10 @@ pub fn claims(payload: &Map<String, Value>) -> Result<Claims, Refusal> {
         sub,
         aud,
         exp,
-        nbf: numeric_date(payload, "nbf")?,
-        iat: numeric_date(payload, "iat")?,
-        jti: string_claim(payload, "jti")?,
-        all: payload.clone(),
+        nbf: numeric_date(&payload, "nbf")?,
+        iat: numeric_date(&payload, "iat")?,
+        jti: string_claim(&payload, "jti")?,
+        all: payload,
     })
 }
 
@@ -161,12 +161,12 @@ mod tests {
 
     #[test]
     fn claims_require_iss_sub_exp_and_accept_both_aud_forms() {
-        let c = claims(&payload(
+        let c = claims(payload(
             json!({"iss": "https://i", "sub": "s", "exp": 10.7, "aud": "a"}),
         ))
         .unwrap();
         assert_eq!((c.exp, c.aud.clone()), (10, vec!["a".to_string()]));
-        let c = claims(&payload(
+        let c = claims(payload(
             json!({"iss": "https://i", "sub": "s", "exp": 10, "aud": ["a", "b"]}),
         ))
         .unwrap();
@@ -180,7 +180,7 @@ mod tests {
             json!({"iss": "i", "sub": 5, "exp": 1}),
         ] {
             assert_eq!(
-                claims(&payload(bad.clone())).unwrap_err().code,
+                claims(payload(bad.clone())).unwrap_err().code,
                 RefusalCode::MalformedToken,
                 "{bad}"
             );
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn times_honour_leeway() {
-        let c = claims(&payload(
+        let c = claims(payload(
             json!({"iss": "i", "sub": "s", "exp": 100, "nbf": 50, "iat": 50}),
         ))
         .unwrap();
@@ -198,7 +198,7 @@ mod tests {
         assert_eq!(times(&c, 161, 60).unwrap_err().code, RefusalCode::Expired);
         assert_eq!(times(&c, 40, 5).unwrap_err().code, RefusalCode::NotYetValid);
         assert!(times(&c, 45, 5).is_ok());
-        let future = claims(&payload(
+        let future = claims(payload(
             json!({"iss": "i", "sub": "s", "exp": 1000, "iat": 500}),
         ))
         .unwrap();
