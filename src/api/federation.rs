@@ -15,7 +15,7 @@ use crate::oidc::policy::FederationEntry;
 use crate::oidc::{check_issuer_url, issuer_allowed, same_issuer};
 use crate::store::{Robot, StoreError};
 
-use super::robots::{existing_robot, random_i64, target};
+use super::robots::{administered_robot, random_i64};
 
 /// At most this many entries per robot.
 pub const MAX_ENTRIES: usize = 50;
@@ -167,8 +167,7 @@ pub async fn list(
     caller: Caller,
     params: PathParams,
 ) -> Result<Json<Vec<FederationEntry>>, ApiError> {
-    let (access, short) = target(&state, &caller, &params).await?;
-    let robot = existing_robot(&state, &access.namespace, &short).await?;
+    let robot = administered_robot(&state, &caller, &params).await?;
     Ok(Json(state.store.federation(robot.id).await?))
 }
 
@@ -179,8 +178,7 @@ pub async fn set(
     params: PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Vec<FederationEntry>>, ApiError> {
-    let (access, short) = target(&state, &caller, &params).await?;
-    let robot = existing_robot(&state, &access.namespace, &short).await?;
+    let robot = administered_robot(&state, &caller, &params).await?;
     let entries = parse_entries(&state, &body)?;
     replace(&state, &caller, &robot, &entries, "federation.set").await?;
     Ok(Json(entries))
@@ -192,8 +190,7 @@ pub async fn delete(
     caller: Caller,
     params: PathParams,
 ) -> Result<StatusCode, ApiError> {
-    let (access, short) = target(&state, &caller, &params).await?;
-    let robot = existing_robot(&state, &access.namespace, &short).await?;
+    let robot = administered_robot(&state, &caller, &params).await?;
     replace(&state, &caller, &robot, &[], "federation.delete").await?;
     Ok(StatusCode::NO_CONTENT)
 }

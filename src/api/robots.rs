@@ -88,14 +88,17 @@ pub(crate) async fn target(
     Ok((access, short))
 }
 
-pub(crate) async fn existing_robot(
+/// The robot a `.../robots/{short}/...` route names, once the caller may administer it.
+pub(crate) async fn administered_robot(
     state: &AppState,
-    namespace: &str,
-    short: &str,
+    caller: &Caller,
+    params: &PathParams,
 ) -> Result<Robot, ApiError> {
+    let (access, short) = target(state, caller, params).await?;
+    let namespace = &access.namespace;
     state
         .store
-        .robot(namespace, short)
+        .robot(namespace, &short)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Robot not found: {namespace}+{short}")))
 }
@@ -209,8 +212,7 @@ pub async fn get(
     caller: Caller,
     params: PathParams,
 ) -> Result<Json<RobotView>, ApiError> {
-    let (access, short) = target(&state, &caller, &params).await?;
-    let robot = existing_robot(&state, &access.namespace, &short).await?;
+    let robot = administered_robot(&state, &caller, &params).await?;
     Ok(Json(view(&state, &robot, true)?))
 }
 
@@ -295,16 +297,15 @@ pub async fn regenerate(
     caller: Caller,
     params: PathParams,
 ) -> Result<Json<RobotView>, ApiError> {
-    let (access, short) = target(&state, &caller, &params).await?;
-    let robot = existing_robot(&state, &access.namespace, &short).await?;
+    let robot = administered_robot(&state, &caller, &params).await?;
     let (sealed, lookup) = new_token(&state, robot.id)?;
+    let full_name = robot.full_name();
     let robot = state
         .store
         .replace_robot_token(robot.id, &sealed, &lookup, random_i64(&state)?)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("Robot not found: {}+{short}", access.namespace))
-        })?;
+        .ok_or_else(|| ApiError::not_found(format!("Robot not found: {full_name}")))?;
+
     state.robot_changed(&robot.full_name()).await;
     audit::admin_change(&caller, "robot.regenerate", &robot.full_name());
     Ok(Json(view(&state, &robot, false)?))
@@ -316,8 +317,7 @@ pub async fn permissions(
     caller: Caller,
     params: PathParams,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (access, short) = target(&state, &caller, &params).await?;
-    let robot = existing_robot(&state, &access.namespace, &short).await?;
+    let robot = administered_robot(&state, &caller, &params).await?;
     let permissions: Vec<_> = state
         .store
         .robot_grants(robot.id)

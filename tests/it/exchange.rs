@@ -104,15 +104,7 @@ async fn github_token_exchanges_for_a_verifiable_robot_token(backend: Backend) {
         json!(["urn:ietf:params:oauth:grant-type:token-exchange"])
     );
 
-    let metrics = reqwest::get(format!(
-        "http://{}/metrics",
-        gw.config.server.metrics_listen
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"fedgate_exchanges_total{result="ok"} 2"#),
         "{metrics}"

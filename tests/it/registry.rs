@@ -200,15 +200,7 @@ async fn registry_tokens_hold_only_what_roles_allow(backend: Backend) {
         .await
         .json();
     assert!(robot["last_accessed"].as_str().is_some(), "{robot}");
-    let metrics = reqwest::get(format!(
-        "http://{}/metrics",
-        gw.config.server.metrics_listen
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"fedgate_registry_tokens_total{result="ok"}"#),
         "{metrics}"

@@ -337,6 +337,12 @@ impl Gateway {
         token
     }
 
+    /// The Prometheus page of the metrics listener.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.config.server.metrics_listen);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+
     /// Number of robots in `namespace`, straight from the store.
     pub async fn robot_count(&self, namespace: &str) -> usize {
         self.store()
