@@ -222,15 +222,10 @@ pub async fn exchange(
         .exchange_duration
         .with_label_values(&[if result.is_ok() { "ok" } else { "refused" }])
         .observe(started.elapsed().as_secs_f64());
-    let token_sha256 = result.as_ref().ok().map(|m| {
-        data_encoding::HEXLOWER.encode(
-            aws_lc_rs::digest::digest(
-                &aws_lc_rs::digest::SHA256,
-                m.token.expose_secret().as_bytes(),
-            )
-            .as_ref(),
-        )
-    });
+    let token_sha256 = result
+        .as_ref()
+        .ok()
+        .map(|m| crate::tokens::sha256_hex(m.token.expose_secret().as_bytes()));
     tracing::info!(
         target: "audit",
         kind = "exchange",

@@ -184,9 +184,7 @@ pub async fn token(
                 result = "ok",
                 access = granted.join(" "),
                 client,
-                token_sha256 = data_encoding::HEXLOWER.encode(
-                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref()
-                ),
+                token_sha256 = crate::tokens::sha256_hex(token.as_bytes()),
             );
             let issued_at = time::OffsetDateTime::from_unix_timestamp(state.clock.unix())
                 .ok()

@@ -199,10 +199,6 @@ impl KeySet {
             .find(|k| k.alg == alg)
             .map_or(KeyLookup::WrongAlgorithm, KeyLookup::Found)
     }
-
-    pub fn contains_kid(&self, kid: &str) -> bool {
-        self.by_kid.contains_key(kid)
-    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -64,10 +64,6 @@ impl SqlStore {
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         MIGRATOR.run(&self.pool).await
     }
-
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
 }
 
 /// `sqlite://data/fedgate.db` → creates `data/` and asks sqlx to create the file.

@@ -12,3 +12,9 @@ pub mod at_rest;
 pub mod opaque;
 pub mod registry;
 pub mod signing;
+
+/// Hex SHA-256: how audit lines name a token without revealing it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER
+        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+}

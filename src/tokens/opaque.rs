@@ -4,7 +4,7 @@
 //! is not a security feature: it lets fedgate and secret scanners refuse a mistyped or invented
 //! token cheaply. The shape follows GitHub's token format.
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::rng::{RandomUnavailable, Rng};
 
@@ -69,11 +69,6 @@ pub fn is_well_formed(kind: TokenKind, candidate: &str) -> bool {
         && checksum(body) == sum
 }
 
-/// Convenience for secrets already wrapped.
-pub fn is_well_formed_secret(kind: TokenKind, candidate: &SecretString) -> bool {
-    is_well_formed(kind, candidate.expose_secret())
-}
-
 fn checksum(body: &str) -> String {
     let mut n = crc32fast::hash(body.as_bytes());
     let mut digits = [b'0'; CHECKSUM_CHARS];
@@ -88,6 +83,7 @@ fn checksum(body: &str) -> String {
 mod tests {
     use super::*;
     use crate::rng::SystemRng;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn generated_tokens_are_well_formed_and_distinct() {
@@ -96,10 +92,10 @@ mod tests {
         let b = generate(TokenKind::Robot, &rng).unwrap();
         assert!(a.expose_secret().starts_with("fgr_"));
         assert_eq!(a.expose_secret().len(), TokenKind::Robot.token_len());
-        assert!(is_well_formed_secret(TokenKind::Robot, &a));
+        assert!(is_well_formed(TokenKind::Robot, a.expose_secret()));
         assert_ne!(a.expose_secret(), b.expose_secret());
         assert!(
-            !is_well_formed_secret(TokenKind::Api, &a),
+            !is_well_formed(TokenKind::Api, a.expose_secret()),
             "prefix tells kinds apart"
         );
     }

@@ -164,11 +164,6 @@ impl Drop for Registry {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    data_encoding::HEXLOWER
-        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
-}
-
 /// Writes a one-layer OCI image layout under `dir` and returns its `oci:<dir>:v1` reference.
 pub fn oci_image(dir: &Path, content: &str) -> String {
     let layout = dir.join("layout");
@@ -189,7 +184,7 @@ pub fn oci_image(dir: &Path, content: &str) -> String {
     assert!(status.success());
     let layer = std::fs::read(&tar).unwrap();
     let blob = |bytes: &[u8]| -> (String, usize) {
-        let digest = sha256_hex(bytes);
+        let digest = fedgate::tokens::sha256_hex(bytes);
         std::fs::write(blobs.join(&digest), bytes).unwrap();
         (format!("sha256:{digest}"), bytes.len())
     };
