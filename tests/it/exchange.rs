@@ -829,3 +829,48 @@ async fn failed_exchanges_are_rate_limited_per_address() {
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
 }
+
+/// SPEC 7.3: the warm path touches the database once, for the replay record. Shown by hiding
+/// every other table from the gateway once it is warm: exchanges keep working.
+#[tokio::test]
+async fn the_warm_path_reads_nothing_but_the_replay_record() {
+    let issuer = Issuer::rsa().await;
+    let gw = Gateway::trusting(Backend::Sqlite, &issuer, Arc::new(SystemClock), |_| {}).await;
+    gw.federated_robot("acme", "ci", github_entry(&issuer))
+        .await;
+    let exchange = async || {
+        gw.exchange(
+            "acme+ci",
+            &issuer.token(&issuer.claims("github-actions", now())),
+        )
+        .await
+    };
+    assert_eq!(exchange().await.status, 200, "warm: keys and robot cached");
+
+    let pool = sqlx::AnyPool::connect(&gw.config.storage.database_url)
+        .await
+        .unwrap();
+    for table in [
+        "robots",
+        "federation_entries",
+        "repository_permissions",
+        "org_members",
+        "api_tokens",
+        "namespaces",
+    ] {
+        sqlx::query(&format!("ALTER TABLE {table} RENAME TO hidden_{table}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        let reply = exchange().await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let replays: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replay_records")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(replays, 4, "each exchange recorded its jti");
+    pool.close().await;
+}
