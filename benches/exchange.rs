@@ -10,7 +10,6 @@
 //!   (fresh `jti`) per iteration.
 //! - `registry/v2_auth_minted_token`: `/v2/auth` with a minted token, one repository scope.
 //! - `policy/match_50_entries`: matching a GitHub-shaped identity against 50 entries.
-
 //!
 //! Run: `cargo bench --bench exchange`. Figures and machine: README, "Performance".
 
