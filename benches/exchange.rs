@@ -17,16 +17,15 @@ use std::sync::Arc;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    self, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, ParsedPublicKey, RsaKeyPair,
+    self, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, ParsedPublicKey,
 };
 use axum::Router;
 use axum::body::Body;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use data_encoding::{BASE64, BASE64URL_NOPAD};
 use fedgate::app::{AppState, open_store};
-use fedgate::clock::{Clock, SystemClock};
+use fedgate::clock::SystemClock;
 use fedgate::config::Config;
 use fedgate::http::auth::Scope;
 use fedgate::oidc::keys::StaticJwksSource;
@@ -38,60 +37,11 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use tower::ServiceExt;
 
+mod common;
+
+use common::IdentityIssuer;
+
 const ISSUER: &str = "https://token.actions.githubusercontent.com";
-
-/// The identity issuer's RSA key, signing GitHub-shaped tokens.
-struct IdentityIssuer {
-    pair: RsaKeyPair,
-}
-
-impl IdentityIssuer {
-    fn new() -> Self {
-        Self {
-            pair: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
-        }
-    }
-
-    fn jwks(&self) -> Vec<u8> {
-        let public = self.pair.public_key();
-        json!({"keys": [{
-            "kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
-            "n": BASE64URL_NOPAD.encode(public.modulus().big_endian_without_leading_zero()),
-            "e": BASE64URL_NOPAD.encode(public.exponent().big_endian_without_leading_zero()),
-        }]})
-        .to_string()
-        .into_bytes()
-    }
-
-    fn token(&self, jti: u64) -> String {
-        let now = SystemClock.unix();
-        let header = json!({"alg": "RS256", "kid": "bench", "typ": "JWT"});
-        let claims = json!({
-            "iss": ISSUER, "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",
-            "aud": "https://github.com/octo-org", "jti": format!("jti-{jti}"),
-            "iat": now, "nbf": now - 5, "exp": now + 86_400,
-            "repository": "octo-org/octo-repo", "repository_owner_id": "123456",
-            "ref": "refs/heads/main", "event_name": "push", "actor": "octocat",
-            "workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
-            "runner_environment": "github-hosted", "run_id": "1234567890",
-        });
-        let input = format!(
-            "{}.{}",
-            BASE64URL_NOPAD.encode(header.to_string().as_bytes()),
-            BASE64URL_NOPAD.encode(claims.to_string().as_bytes())
-        );
-        let mut sig = vec![0; self.pair.public_modulus_len()];
-        self.pair
-            .sign(
-                &signature::RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                input.as_bytes(),
-                &mut sig,
-            )
-            .unwrap();
-        format!("{input}.{}", BASE64URL_NOPAD.encode(&sig))
-    }
-}
 
 /// A gateway in process with robot `acme+ci` federated with the issuer.
 fn gateway(
@@ -174,7 +124,7 @@ async fn exchange(router: &Router, token: &str) -> bytes::Bytes {
 
 fn benches(c: &mut Criterion) {
     let issuer = IdentityIssuer::new();
-    let token = issuer.token(0);
+    let token = issuer.token(ISSUER, 0);
 
     // The floor: keys parsed once, one RS256 verification and one ES256 signature.
     let (input, sig) = token.rsplit_once('.').unwrap();
@@ -219,13 +169,13 @@ fn benches(c: &mut Criterion) {
     });
 
     let (router, _dir2) = gateway(&rt, &issuer, true);
-    rt.block_on(exchange(&router, &issuer.token(u64::MAX)));
+    rt.block_on(exchange(&router, &issuer.token(ISSUER, u64::MAX)));
     let mut next = 0u64;
     group.bench_function("warm_replay_sqlite", |b| {
         b.iter_batched(
             || {
                 next += 1;
-                issuer.token(next)
+                issuer.token(ISSUER, next)
             },
             |token| rt.block_on(exchange(&router, &token)),
             BatchSize::SmallInput,

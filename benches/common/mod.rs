@@ -1,0 +1,62 @@
+//! Shared by the benches: an identity issuer that signs GitHub-shaped RS256 tokens.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{self, KeyPair, RsaKeyPair};
+use data_encoding::BASE64URL_NOPAD;
+use fedgate::clock::{Clock, SystemClock};
+use serde_json::json;
+
+/// The identity issuer's RSA key, signing GitHub-shaped tokens.
+pub struct IdentityIssuer {
+    pub pair: RsaKeyPair,
+}
+
+impl IdentityIssuer {
+    pub fn new() -> Self {
+        Self {
+            pair: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
+        }
+    }
+
+    pub fn jwks(&self) -> Vec<u8> {
+        let public = self.pair.public_key();
+        json!({"keys": [{
+            "kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
+            "n": BASE64URL_NOPAD.encode(public.modulus().big_endian_without_leading_zero()),
+            "e": BASE64URL_NOPAD.encode(public.exponent().big_endian_without_leading_zero()),
+        }]})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// A GitHub-shaped token from `iss`, valid a day, with `jti-<jti>`.
+    pub fn token(&self, iss: &str, jti: u64) -> String {
+        let now = SystemClock.unix();
+        let header = json!({"alg": "RS256", "kid": "bench", "typ": "JWT"});
+        let claims = json!({
+            "iss": iss, "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",
+            "aud": "https://github.com/octo-org", "jti": format!("jti-{jti}"),
+            "iat": now, "nbf": now - 5, "exp": now + 86_400,
+            "repository": "octo-org/octo-repo", "repository_owner_id": "123456",
+            "ref": "refs/heads/main", "event_name": "push", "actor": "octocat",
+            "workflow_ref": "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main",
+            "runner_environment": "github-hosted", "run_id": "1234567890",
+        });
+        let input = format!(
+            "{}.{}",
+            BASE64URL_NOPAD.encode(header.to_string().as_bytes()),
+            BASE64URL_NOPAD.encode(claims.to_string().as_bytes())
+        );
+        let mut sig = vec![0; self.pair.public_modulus_len()];
+        self.pair
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                input.as_bytes(),
+                &mut sig,
+            )
+            .unwrap();
+        format!("{input}.{}", BASE64URL_NOPAD.encode(&sig))
+    }
+}
