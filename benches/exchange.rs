@@ -13,8 +13,6 @@
 //!
 //! Run: `cargo bench --bench exchange`. Figures and machine: README, "Performance".
 
-use std::sync::Arc;
-
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
@@ -24,13 +22,8 @@ use axum::Router;
 use axum::body::Body;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use data_encoding::{BASE64, BASE64URL_NOPAD};
-use fedgate::app::{AppState, open_store};
-use fedgate::clock::SystemClock;
-use fedgate::config::Config;
 use fedgate::http::auth::Scope;
-use fedgate::oidc::keys::StaticJwksSource;
 use fedgate::oidc::policy::{FederationEntry, matching_entry};
-use fedgate::rng::SystemRng;
 use http::Request;
 use http_body_util::BodyExt;
 use secrecy::ExposeSecret;
@@ -50,24 +43,8 @@ fn gateway(
     replay: bool,
 ) -> (Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.storage.database_url = format!("sqlite://{}/fedgate.db", dir.path().display());
-    config.keys.dir = dir.path().join("keys");
-    config.federation.replay_protection = replay;
-    config.limits.failed_exchanges_per_minute_per_ip = 0;
-    config.limits.exchanges_per_minute_per_robot = 0;
     let router = rt.block_on(async {
-        let store = Arc::new(open_store(&config).await.unwrap());
-        let state = AppState::with_jwks_source(
-            config,
-            store,
-            Arc::new(SystemClock),
-            Arc::new(SystemRng::default()),
-            Arc::new(StaticJwksSource(issuer.jwks())),
-        )
-        .unwrap();
-        state.store.create_user("admin", 0).await.unwrap();
-        state.store.create_org("acme", "admin", 0).await.unwrap();
+        let state = issuer.gateway_state(dir.path(), replay).await;
         let api = fedgate::admin::issue_api_token(
             state.store.as_ref(),
             &state.at_rest,

@@ -8,19 +8,12 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use common::IdentityIssuer;
 use criterion::{Criterion, criterion_group, criterion_main};
 use data_encoding::BASE64;
-use fedgate::app::{AppState, open_store};
-use fedgate::clock::SystemClock;
-use fedgate::config::Config;
-use fedgate::oidc::keys::StaticJwksSource;
 use fedgate::oidc::policy::FederationEntry;
-use fedgate::rng::SystemRng;
 use fedgate::store::NewRobot;
 use fedgate::tokens::opaque::{self, TokenKind};
 use http::Request;
@@ -51,24 +44,8 @@ fn gateway(
     issuers: usize,
 ) -> (Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.storage.database_url = format!("sqlite://{}/fedgate.db", dir.path().display());
-    config.keys.dir = dir.path().join("keys");
-    config.federation.replay_protection = false;
-    config.limits.failed_exchanges_per_minute_per_ip = 0;
-    config.limits.exchanges_per_minute_per_robot = 0;
     let router = rt.block_on(async {
-        let store = Arc::new(open_store(&config).await.unwrap());
-        let state = AppState::with_jwks_source(
-            config,
-            store,
-            Arc::new(SystemClock),
-            Arc::new(SystemRng::default()),
-            Arc::new(StaticJwksSource(issuer.jwks())),
-        )
-        .unwrap();
-        state.store.create_user("admin", 0).await.unwrap();
-        state.store.create_org("acme", "admin", 0).await.unwrap();
+        let state = issuer.gateway_state(dir.path(), false).await;
         for i in 0..robots {
             let id = state.rng.positive_i64().unwrap();
             let token = opaque::generate(TokenKind::Robot, state.rng.as_ref()).unwrap();

@@ -60,3 +60,32 @@ impl IdentityIssuer {
         format!("{input}.{}", BASE64URL_NOPAD.encode(&sig))
     }
 }
+
+impl IdentityIssuer {
+    /// A gateway state in process (SQLite in `dir`, rate limits off) that trusts this issuer's
+    /// keys for any issuer URL, with organization `acme` administered by `admin`.
+    pub async fn gateway_state(
+        &self,
+        dir: &std::path::Path,
+        replay: bool,
+    ) -> fedgate::app::AppState {
+        let mut config = fedgate::config::Config::default();
+        config.storage.database_url = format!("sqlite://{}/fedgate.db", dir.display());
+        config.keys.dir = dir.join("keys");
+        config.federation.replay_protection = replay;
+        config.limits.failed_exchanges_per_minute_per_ip = 0;
+        config.limits.exchanges_per_minute_per_robot = 0;
+        let store = std::sync::Arc::new(fedgate::app::open_store(&config).await.unwrap());
+        let state = fedgate::app::AppState::with_jwks_source(
+            config,
+            store,
+            std::sync::Arc::new(SystemClock),
+            std::sync::Arc::new(fedgate::rng::SystemRng::default()),
+            std::sync::Arc::new(fedgate::oidc::keys::StaticJwksSource(self.jwks())),
+        )
+        .unwrap();
+        state.store.create_user("admin", 0).await.unwrap();
+        state.store.create_org("acme", "admin", 0).await.unwrap();
+        state
+    }
+}
