@@ -149,19 +149,17 @@ impl AppState {
     }
 
     /// Reloads the keyring when key files changed on disk (`keys rotate`) or an old key is due
-    /// to retire. Called every few seconds by the server.
+    /// to retire; otherwise costs one directory listing. Called every few seconds by the server.
     pub fn reload_keyring(&self) -> Result<(), KeyringError> {
-        let current = self.keyring();
         let now = self.clock.unix();
+        if !self.keyring().out_of_date(&self.config.keys.dir, now) {
+            return Ok(());
+        }
         let reloaded = load_keyring(&self.config, now)?;
-        let changed = current.changed_on_disk(&self.config.keys.dir)
-            || reloaded.published().len() != current.published().len();
-        if changed {
-            tracing::info!(active_kid = %reloaded.active().kid, published = reloaded.published().len(), "signing keyring reloaded");
-            match self.keyring.write() {
-                Ok(mut ring) => *ring = Arc::new(reloaded),
-                Err(poisoned) => *poisoned.into_inner() = Arc::new(reloaded),
-            }
+        tracing::info!(active_kid = %reloaded.active().kid, published = reloaded.published().len(), "signing keyring reloaded");
+        match self.keyring.write() {
+            Ok(mut ring) => *ring = Arc::new(reloaded),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(reloaded),
         }
         Ok(())
     }

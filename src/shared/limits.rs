@@ -13,6 +13,13 @@ use crate::clock::Clock;
 pub const WINDOW_SECONDS: i64 = 60;
 const MAX_KEYS: u64 = 1_000_000;
 
+/// The window `now` falls in, and the seconds left in it.
+pub fn window_at(now: i64) -> (i64, u64) {
+    let window = now.div_euclid(WINDOW_SECONDS);
+    let retry_after = (WINDOW_SECONDS - now.rem_euclid(WINDOW_SECONDS)) as u64;
+    (window, retry_after)
+}
+
 /// Over the limit: retry after this many seconds (the rest of the window).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
@@ -43,10 +50,7 @@ impl RateLimiter {
     }
 
     fn window(&self) -> (i64, u64) {
-        let now = self.clock.unix();
-        let window = now.div_euclid(WINDOW_SECONDS);
-        let retry_after = (WINDOW_SECONDS - now.rem_euclid(WINDOW_SECONDS)) as u64;
-        (window, retry_after)
+        window_at(self.clock.unix())
     }
 
     fn counter(&self, key: &str, window: i64) -> Arc<AtomicU32> {

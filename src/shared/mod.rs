@@ -87,9 +87,7 @@ impl Shared {
     }
 
     fn window_key(&self, key: &str) -> (String, u64) {
-        let now = self.clock.unix();
-        let window = now.div_euclid(WINDOW_SECONDS);
-        let retry_after = (WINDOW_SECONDS - now.rem_euclid(WINDOW_SECONDS)) as u64;
+        let (window, retry_after) = limits::window_at(self.clock.unix());
         (format!("fedgate:limit:{key}:{window}"), retry_after)
     }
 

@@ -251,6 +251,8 @@ pub struct Keyring {
     verifying: KeySet,
     /// The key files this ring was loaded from, to notice changes cheaply.
     files: Vec<PathBuf>,
+    /// When the next superseded key stops being published (the ring is then out of date).
+    retires_at: Option<i64>,
 }
 
 impl Keyring {
@@ -283,10 +285,17 @@ impl Keyring {
         // A key is published while a token it signed can be alive: until its successor has
         // been active for `retire_after` seconds.
         let mut published = Vec::new();
+        let mut retires_at: Option<i64> = None;
         for (i, key) in keys.iter().enumerate() {
             let superseded_at = keys.get(i + 1).map(|next| next.created_at);
             if superseded_at.is_none_or(|at| now - at < retire_after) {
                 published.push(key.clone());
+            }
+            if let Some(at) = superseded_at
+                .map(|at| at + retire_after)
+                .filter(|at| *at > now)
+            {
+                retires_at = Some(retires_at.map_or(at, |r| r.min(at)));
             }
         }
         let jwks = serde_json::json!({"keys": published.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
@@ -297,6 +306,7 @@ impl Keyring {
             published,
             verifying,
             files: files.into_iter().map(|(p, ..)| p).collect(),
+            retires_at,
         })
     }
 
@@ -316,6 +326,12 @@ impl Keyring {
     /// Public keys for checking tokens fedgate signed.
     pub fn verifying_keys(&self) -> &KeySet {
         &self.verifying
+    }
+
+    /// True when this ring no longer matches what [`Keyring::load`] would give at `now`: key
+    /// files changed on disk, or a superseded key is due to retire.
+    pub fn out_of_date(&self, dir: &Path, now: i64) -> bool {
+        self.retires_at.is_some_and(|at| now >= at) || self.changed_on_disk(dir)
     }
 
     /// True when the key files on disk differ from the ones this ring was loaded from.
@@ -462,6 +478,11 @@ mod tests {
         let rotated = Keyring::load(dir.path(), SigningAlg::ES256, 100, 2050).unwrap();
         assert_ne!(rotated.active().kid, old_kid);
         assert_eq!(rotated.published().len(), 2, "old key still published");
+        assert!(!rotated.out_of_date(dir.path(), 2099));
+        assert!(
+            rotated.out_of_date(dir.path(), 2100),
+            "the old key is due to retire"
+        );
         let retired = Keyring::load(dir.path(), SigningAlg::ES256, 100, 2101).unwrap();
         assert_eq!(retired.published().len(), 1, "old key retired");
         assert_eq!(retired.published()[0].kid, rotated.active().kid);
