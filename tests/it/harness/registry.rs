@@ -7,42 +7,32 @@ use std::time::{Duration, Instant};
 
 use super::{Gateway, free_port};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fedgate");
-
 /// `fedgate keys registry-cert` for the gateway's keys directory.
 pub fn registry_cert(gw: &Gateway) -> String {
-    let out = fedgate_cli(gw, &["keys", "registry-cert"]);
-    String::from_utf8(out).unwrap()
+    super::replica::admin(&keys_env(gw), &["keys", "registry-cert"]) + "\n"
 }
 
 /// `fedgate keys rotate` for the gateway's keys directory.
 pub fn rotate_keys(gw: &Gateway) {
-    fedgate_cli(gw, &["keys", "rotate"]);
+    super::replica::admin(&keys_env(gw), &["keys", "rotate"]);
 }
 
-fn fedgate_cli(gw: &Gateway, args: &[&str]) -> Vec<u8> {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("FEDGATE_") {
-            cmd.env_remove(key);
-        }
-    }
-    let out = cmd
-        .args(args)
-        .env("FEDGATE_KEYS_DIR", &gw.config.keys.dir)
-        .env("FEDGATE_KEYS_SIGNING_ALG", &gw.config.keys.signing_alg)
-        .env(
+/// The environment that points the CLI at the gateway's keys and database.
+fn keys_env(gw: &Gateway) -> Vec<(String, String)> {
+    [
+        ("FEDGATE_KEYS_DIR", gw.config.keys.dir.display().to_string()),
+        (
+            "FEDGATE_KEYS_SIGNING_ALG",
+            gw.config.keys.signing_alg.clone(),
+        ),
+        (
             "FEDGATE_STORAGE_DATABASE_URL",
-            &gw.config.storage.database_url,
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fedgate {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+            gw.config.storage.database_url.clone(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 pub struct Registry {
