@@ -22,6 +22,11 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub config: Config,
+    /// [`Config::registry_service`], derived once: the minted tokens' `aud` (hot path).
+    pub registry_service: String,
+    /// The audiences an identity token must carry when a federation entry lists none:
+    /// `federation.audiences`, or `[server.public_url]` when that is empty.
+    pub default_audiences: Vec<String>,
     pub store: Arc<dyn Store>,
     pub at_rest: AtRestKeys,
     pub clock: Arc<dyn Clock>,
@@ -119,8 +124,14 @@ impl AppState {
             },
             metrics.clone(),
         );
+        let default_audiences = match config.federation.audiences.as_slice() {
+            [] => vec![config.server.public_url.clone()],
+            configured => configured.to_vec(),
+        };
         Ok(Self(Arc::new(Inner {
             shared: Shared::new(store.clone(), clock.clone(), redis),
+            registry_service: config.registry_service(),
+            default_audiences,
             config,
             store,
             at_rest,

@@ -88,6 +88,9 @@ impl RobotCache {
             // Change notices from other replicas may be missed right now: read through.
             return load.await.map_err(Arc::new);
         }
+        if let Some(cached) = self.0.get(full_name).await {
+            return Ok(cached); // the warm path: no key to allocate
+        }
         self.0.try_get_with(full_name.to_string(), load).await
     }
 
@@ -222,10 +225,12 @@ pub async fn exchange(
         .exchange_duration
         .with_label_values(&[if result.is_ok() { "ok" } else { "refused" }])
         .observe(started.elapsed().as_secs_f64());
-    let token_sha256 = result
-        .as_ref()
-        .ok()
-        .map(|m| crate::tokens::sha256_hex(m.token.expose_secret().as_bytes()));
+    // Field values are evaluated only when the audit line is enabled, so the hash is too.
+    let token_sha256 = || {
+        result.as_ref().ok().map_or_else(String::new, |m| {
+            crate::tokens::sha256_hex(m.token.expose_secret().as_bytes())
+        })
+    };
     tracing::info!(
         target: "audit",
         kind = "exchange",
@@ -236,7 +241,7 @@ pub async fn exchange(
         result = if result.is_ok() { "ok" } else { "refused" },
         error_code = if result.is_ok() { "" } else { outcome },
         client = %client.map(|c| c.to_string()).unwrap_or_default(),
-        token_sha256 = token_sha256.as_deref().unwrap_or(""),
+        token_sha256 = token_sha256(),
     );
     result
 }
@@ -341,11 +346,10 @@ async fn run(
     let now = state.clock.unix();
     let leeway = config.federation.leeway_seconds as i64;
     verify::times(&claims, now, leeway)?;
-    let default_audiences = default_audiences(state);
     matching_entry(
         &policy.entries,
         &claims,
-        &default_audiences,
+        &state.default_audiences,
         &policy.full_name,
     )?;
 
@@ -354,16 +358,6 @@ async fn run(
 
     // Step 8: mint.
     mint(state, &policy, &claims, now)
-}
-
-/// `federation.audiences`, or `[server.public_url]` when empty.
-fn default_audiences(state: &AppState) -> Vec<String> {
-    let configured = &state.config.federation.audiences;
-    if configured.is_empty() {
-        vec![state.config.server.public_url.clone()]
-    } else {
-        configured.clone()
-    }
 }
 
 /// A `(iss, jti)` pair is accepted once while the token can be valid: until `exp + leeway`,
@@ -414,7 +408,7 @@ fn mint(
     })?;
     let minted = RobotTokenClaims {
         iss: state.config.server.public_url.clone(),
-        aud: state.config.registry_service(),
+        aud: state.registry_service.clone(),
         sub: policy.full_name.clone(),
         iat: now,
         nbf: now,
@@ -454,8 +448,7 @@ pub async fn verify_minted(
     let claims: RobotTokenClaims =
         serde_json::from_value(serde_json::Value::Object(compact.payload))
             .map_err(|_| "not a fedgate robot token".to_string())?;
-    if claims.iss != state.config.server.public_url || claims.aud != state.config.registry_service()
-    {
+    if claims.iss != state.config.server.public_url || claims.aud != state.registry_service {
         return Err("issued for another gateway or service".into());
     }
     let now = state.clock.unix();

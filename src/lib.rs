@@ -34,3 +34,9 @@ pub mod server;
 pub mod shared;
 pub mod store;
 pub mod tokens;
+
+/// mimalloc instead of the system allocator: a warm exchange makes dozens of small, short-lived
+/// allocations (JSON, base64, headers), and glibc's malloc/free were ~10 % of its time
+/// (README, "Performance"). Declared here so the binary, the tests and the benches all run it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -2,9 +2,9 @@
 //! `Authorization: Basic base64("<robot full name>:<OIDC JWT>")`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use data_encoding::BASE64;
+use base64_simd::STANDARD as BASE64;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
@@ -14,8 +14,26 @@ use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
 use crate::oidc::{Refusal, RefusalCode};
 
-/// Reads `Basic base64(user:password)`; the password may itself contain `:`.
-pub fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), Refusal> {
+/// `user:password` from a Basic header, decoded once and borrowed from.
+#[derive(Debug)]
+pub struct BasicCredentials {
+    decoded: String,
+    /// Where the first `:` is: the password may itself contain `:`.
+    colon: usize,
+}
+
+impl BasicCredentials {
+    pub fn user(&self) -> &str {
+        &self.decoded[..self.colon]
+    }
+
+    pub fn password(&self) -> &str {
+        &self.decoded[self.colon + 1..]
+    }
+}
+
+/// Reads `Basic base64(user:password)`; neither part may be empty.
+pub fn basic_credentials(headers: &HeaderMap) -> Result<BasicCredentials, Refusal> {
     let header = headers.get(AUTHORIZATION).ok_or_else(|| {
         Refusal::new(
             RefusalCode::MissingAuth,
@@ -28,20 +46,25 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), Refusa
             "the Authorization header must be Basic base64(<robot>:<token>)",
         )
     };
-    let value = header.to_str().map_err(|_| malformed())?;
-    let (scheme, encoded) = value.split_once(' ').ok_or_else(malformed)?;
-    if !scheme.eq_ignore_ascii_case("basic") {
+    // Bytes, not `to_str`: base64 decoding rejects every non-alphabet byte anyway.
+    let value = header.as_bytes();
+    let space = value
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or_else(malformed)?;
+    let (scheme, encoded) = (&value[..space], &value[space + 1..]);
+    if !scheme.eq_ignore_ascii_case(b"basic") {
         return Err(malformed());
     }
     let decoded = BASE64
-        .decode(encoded.trim().as_bytes())
+        .decode_to_vec(encoded.trim_ascii())
         .map_err(|_| malformed())?;
-    let text = String::from_utf8(decoded).map_err(|_| malformed())?;
-    let (user, password) = text.split_once(':').ok_or_else(malformed)?;
-    if user.is_empty() || password.is_empty() {
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let colon = decoded.find(':').ok_or_else(malformed)?;
+    if colon == 0 || colon + 1 == decoded.len() {
         return Err(malformed());
     }
-    Ok((user.to_string(), password.to_string()))
+    Ok(BasicCredentials { decoded, colon })
 }
 
 /// The JSON error body of 7.1: `{"error": <message>, "error_code": <code>}`.
@@ -92,29 +115,38 @@ fn failure(state: &AppState, err: ExchangeError) -> Response {
     }
 }
 
+/// The 7.1 success body.
+#[derive(serde::Serialize)]
+struct Issued<'a> {
+    token: &'a str,
+    expires_in: u64,
+    token_type: &'static str,
+}
+
+/// The request is taken whole (last extractor) so its headers are read, not cloned.
 pub async fn exchange(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
-    let credentials = basic_credentials(&headers);
+    let credentials = basic_credentials(request.headers());
     let client_ip = client.map(|c| c.0.0.ip());
     let result = exchange::exchange(
         &state,
         credentials
             .as_ref()
-            .map(|(r, t)| (r.as_str(), t.as_str()))
+            .map(|c| (c.user(), c.password()))
             .map_err(Clone::clone),
         client_ip,
     )
     .await;
     match result {
         Ok(minted) => {
-            let mut response = Json(serde_json::json!({
-                "token": minted.token.expose_secret(),
-                "expires_in": minted.expires_in,
-                "token_type": "Bearer",
-            }))
+            let mut response = Json(Issued {
+                token: minted.token.expose_secret(),
+                expires_in: minted.expires_in,
+                token_type: "Bearer",
+            })
             .into_response();
             response
                 .headers_mut()
@@ -137,10 +169,11 @@ mod tests {
 
     #[test]
     fn basic_credentials_are_read_strictly() {
-        let ok = format!("Basic {}", BASE64.encode(b"acme+ci:a.b:c"));
+        let ok = format!("Basic {}", BASE64.encode_to_string(b"acme+ci:a.b:c"));
+        let credentials = basic_credentials(&headers(&ok)).unwrap();
         assert_eq!(
-            basic_credentials(&headers(&ok)).unwrap(),
-            ("acme+ci".to_string(), "a.b:c".to_string())
+            (credentials.user(), credentials.password()),
+            ("acme+ci", "a.b:c")
         );
         assert_eq!(
             basic_credentials(&HeaderMap::new()).unwrap_err().code,
@@ -149,10 +182,10 @@ mod tests {
         for bad in [
             "Bearer x".to_string(),
             "Basic !!!".to_string(),
-            format!("Basic {}", BASE64.encode(b"no-colon")),
-            format!("Basic {}", BASE64.encode(b":token")),
-            format!("Basic {}", BASE64.encode(b"robot:")),
-            format!("Basic {}", BASE64.encode(&[0xff, b':', b'x'])),
+            format!("Basic {}", BASE64.encode_to_string(b"no-colon")),
+            format!("Basic {}", BASE64.encode_to_string(b":token")),
+            format!("Basic {}", BASE64.encode_to_string(b"robot:")),
+            format!("Basic {}", BASE64.encode_to_string([0xff, b':', b'x'])),
         ] {
             assert_eq!(
                 basic_credentials(&headers(&bad)).unwrap_err().code,

@@ -8,17 +8,18 @@
 //! repository roles allow.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 
-use super::exchange::basic_credentials;
+use super::exchange::{BasicCredentials, basic_credentials};
 use crate::app::AppState;
 use crate::exchange::verify_minted;
 use crate::http::ClientAddr;
 use crate::http::extract::query_pairs;
 use crate::names;
+use crate::oidc::Refusal;
 use crate::tokens::opaque::{self, TokenKind};
 use crate::tokens::registry::{Access, RegistryClaims, grant, parse_scopes, repository_in};
 
@@ -48,19 +49,22 @@ fn errors_body(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// The robot the credentials prove, as `(robot id, full name)`.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(i64, String), Denied> {
-    let (user, password) =
-        basic_credentials(headers).map_err(|r| Denied::Unauthorized(r.message))?;
+async fn authenticate(
+    state: &AppState,
+    credentials: Result<&BasicCredentials, &Refusal>,
+) -> Result<(i64, String), Denied> {
+    let credentials = credentials.map_err(|r| Denied::Unauthorized(r.message.clone()))?;
+    let (user, password) = (credentials.user(), credentials.password());
     let unauthorized = || Denied::Unauthorized(format!("invalid credentials for {user}"));
-    let Some((namespace, short)) = names::split_robot_name(&user) else {
+    let Some((namespace, short)) = names::split_robot_name(user) else {
         return Err(Denied::Unauthorized(
             "only robot accounts (namespace+name) can log in here".into(),
         ));
     };
-    if opaque::is_well_formed(TokenKind::Robot, &password) {
+    if opaque::is_well_formed(TokenKind::Robot, password) {
         let robot = state
             .store
-            .robot_by_token_lookup(&state.at_rest.lookup_hash(&password))
+            .robot_by_token_lookup(&state.at_rest.lookup_hash(password))
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "robot token lookup failed");
@@ -70,33 +74,33 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(i64, Str
         if robot.namespace != namespace || robot.short_name != short {
             return Err(unauthorized());
         }
-        return Ok((robot.id, user));
+        return Ok((robot.id, user.to_string()));
     }
     // Otherwise it must be a robot token fedgate minted for this robot.
-    let (claims, policy) = verify_minted(state, &password).await.map_err(|why| {
+    let (claims, policy) = verify_minted(state, password).await.map_err(|why| {
         tracing::debug!(robot = %user, why, "minted token refused");
         unauthorized()
     })?;
     if claims.sub != user {
         return Err(unauthorized());
     }
-    Ok((policy.robot_id, user))
+    Ok((policy.robot_id, user.to_string()))
 }
 
 async fn issue(
     state: &AppState,
-    headers: &HeaderMap,
+    credentials: Result<&BasicCredentials, &Refusal>,
     query: Option<&str>,
 ) -> Result<(String, Vec<Access>), Denied> {
     let params = query_pairs(query);
-    let service = state.config.registry_service();
-    let foreign = params.iter().find(|(k, v)| k == "service" && *v != service);
+    let service = &state.registry_service;
+    let foreign = params.iter().find(|(k, v)| k == "service" && v != service);
     if let Some((_, requested)) = foreign {
         return Err(Denied::BadRequest(format!(
             "unknown service {requested:?}; this gateway serves {service:?}"
         )));
     }
-    let (robot_id, robot) = authenticate(state, headers).await?;
+    let (robot_id, robot) = authenticate(state, credentials).await?;
     let namespace = names::split_robot_name(&robot)
         .map(|(ns, _)| ns)
         .unwrap_or_default();
@@ -129,7 +133,7 @@ async fn issue(
     let claims = RegistryClaims {
         iss: state.config.server.public_url.clone(),
         sub: robot.clone(),
-        aud: service,
+        aud: service.clone(),
         exp: now + state.config.registry.token_ttl_seconds as i64,
         nbf: now,
         iat: now,
@@ -152,14 +156,13 @@ async fn issue(
 pub async fn token(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
+    request: Request,
 ) -> Response {
-    let robot = basic_credentials(&headers)
-        .map(|(user, _)| user)
-        .unwrap_or_default();
+    let credentials = basic_credentials(request.headers());
+    let robot = credentials.as_ref().map_or("", BasicCredentials::user);
     let client = client.map(|c| c.0.0.ip().to_string()).unwrap_or_default();
-    let result = issue(&state, &headers, query.as_deref()).await;
+    let result = issue(&state, credentials.as_ref(), query.as_deref()).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(Denied::Unauthorized(_)) => "unauthorized",

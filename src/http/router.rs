@@ -103,10 +103,8 @@ fn method_label(method: &Method) -> &'static str {
 
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
     let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
 
@@ -136,24 +134,24 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         response.headers_mut().remove(header::CONTENT_LENGTH);
     }
 
-    let status = response.status().as_u16();
+    let status = response.status();
     let elapsed = started.elapsed();
     let method = method_label(&method);
     state
         .metrics
         .http_requests
-        .with_label_values(&[route.as_str(), method, &status.to_string()])
+        .with_label_values(&[route, method, status.as_str()])
         .inc();
     state
         .metrics
         .http_duration
-        .with_label_values(&[route.as_str()])
+        .with_label_values(&[route])
         .observe(elapsed.as_secs_f64());
     tracing::info!(
         target: "http",
         method,
         route,
-        status,
+        status = status.as_u16(),
         elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         client = %client.map(|c| c.to_string()).unwrap_or_default(),
         error_type = error.as_ref().map(|e| e.error_type.as_str()),

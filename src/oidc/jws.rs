@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
-use data_encoding::BASE64URL_NOPAD;
+use base64_simd::URL_SAFE_NO_PAD as BASE64URL_NOPAD;
 use serde::Deserialize;
 
 /// Largest identity token accepted; real ones are 1–3 KiB.
@@ -118,18 +118,18 @@ pub fn decode(token: &str) -> Result<Compact<'_>, Malformed> {
         return Err(Malformed("not a JWT (expected three dot-separated parts)"));
     };
     let header_bytes = BASE64URL_NOPAD
-        .decode(h.as_bytes())
+        .decode_to_vec(h.as_bytes())
         .map_err(|_| Malformed("the JWT header is not base64url"))?;
     let header: Header = serde_json::from_slice(&header_bytes)
         .map_err(|_| Malformed("the JWT header is not a JSON object with an alg"))?;
     let payload_bytes = BASE64URL_NOPAD
-        .decode(p.as_bytes())
+        .decode_to_vec(p.as_bytes())
         .map_err(|_| Malformed("the JWT payload is not base64url"))?;
     let payload: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&payload_bytes)
             .map_err(|_| Malformed("the JWT payload is not a JSON object"))?;
     let signature = BASE64URL_NOPAD
-        .decode(s.as_bytes())
+        .decode_to_vec(s.as_bytes())
         .map_err(|_| Malformed("the JWT signature is not base64url"))?;
     Ok(Compact {
         header,
@@ -254,7 +254,9 @@ pub fn parse_jwks(document: &[u8]) -> Result<KeySet, String> {
 }
 
 fn b64(field: &Option<String>) -> Option<Vec<u8>> {
-    BASE64URL_NOPAD.decode(field.as_deref()?.as_bytes()).ok()
+    BASE64URL_NOPAD
+        .decode_to_vec(field.as_deref()?.as_bytes())
+        .ok()
 }
 
 fn parse_jwk(jwk: &Jwk) -> Vec<VerifyingKey> {
@@ -333,7 +335,7 @@ mod tests {
     use super::*;
 
     fn b64json(v: serde_json::Value) -> String {
-        BASE64URL_NOPAD.encode(v.to_string().as_bytes())
+        BASE64URL_NOPAD.encode_to_string(v.to_string().as_bytes())
     }
 
     #[test]
@@ -342,7 +344,7 @@ mod tests {
             "{}.{}.{}",
             b64json(serde_json::json!({"alg": "RS256", "kid": "k"})),
             b64json(serde_json::json!({"iss": "https://i"})),
-            BASE64URL_NOPAD.encode(&[1, 2, 3])
+            BASE64URL_NOPAD.encode_to_string([1, 2, 3])
         );
         let c = decode(&token).unwrap();
         assert_eq!(c.header.alg, "RS256");

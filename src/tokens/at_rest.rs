@@ -14,7 +14,7 @@ use std::path::Path;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
 use aws_lc_rs::hmac;
-use data_encoding::BASE64URL_NOPAD;
+use base64_simd::URL_SAFE_NO_PAD as BASE64URL_NOPAD;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::rng::Rng;
@@ -144,13 +144,13 @@ impl AtRestKeys {
             .map_err(|_| AtRestError::Random)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
-        Ok(BASE64URL_NOPAD.encode(&out))
+        Ok(BASE64URL_NOPAD.encode_to_string(&out))
     }
 
     /// Reverses [`seal`](Self::seal).
     pub fn open(&self, sealed: &str, context: &[u8]) -> Result<SecretString, AtRestError> {
         let raw = BASE64URL_NOPAD
-            .decode(sealed.as_bytes())
+            .decode_to_vec(sealed.as_bytes())
             .map_err(|_| AtRestError::Undecryptable)?;
         if raw.len() < NONCE_LEN {
             return Err(AtRestError::Undecryptable);
