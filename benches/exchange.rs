@@ -269,7 +269,9 @@ fn benches(c: &mut Criterion) {
             issuer: ISSUER.into(),
             subject: format!("repo:octo-org/repo-{i}:*"),
             audiences: vec!["https://github.com/octo-org".into()],
-            conditions: [("repository_owner_id".to_string(), "123456".to_string())].into(),
+            conditions: [("repository_owner_id".to_string(), "123456".to_string())]
+                .into_iter()
+                .collect(),
         })
         .collect();
     entries.push(FederationEntry {
@@ -280,7 +282,8 @@ fn benches(c: &mut Criterion) {
             ("repository_owner_id".to_string(), "123456".to_string()),
             ("ref".to_string(), "refs/heads/main".to_string()),
         ]
-        .into(),
+        .into_iter()
+        .collect(),
     });
     let compact = fedgate::oidc::jws::decode(&token).unwrap();
     let claims = fedgate::oidc::verify::claims(compact.payload).unwrap();

@@ -3,8 +3,14 @@
 //!
 //! Both gateways run in process on SQLite with replay protection off, every issuer's keys and
 //! every robot's policy warm (each robot exchanged once before measuring), so the figure is the
-//! warm path at that size: cache lookups among 100,000 robots and 1,000 key sets. The resident
-//! memory the large set adds is printed (VmRSS of this process before and after).
+//! warm path at that size: cache lookups among 100,000 robots and 1,000 key sets.
+//!
+//! Printed besides criterion's figures:
+//! - resident memory (VmRSS of this process) before the large gateway, after its robots are
+//!   stored, and after every robot and issuer is warm: the last step is what fedgate holds in
+//!   memory for that many robots;
+//! - `scale/large_over_small`: the two cases interleaved (this machine's speed drifts by up to
+//!   2x within a minute), 100 rounds of 50 exchanges each, as the median per-round ratio.
 
 mod common;
 
@@ -68,7 +74,9 @@ fn gateway(
                 issuer: issuer_url(i % issuers),
                 subject: "repo:octo-org/octo-repo:*".into(),
                 audiences: vec!["https://github.com/octo-org".into()],
-                conditions: [("repository_owner_id".to_string(), "123456".to_string())].into(),
+                conditions: [("repository_owner_id".to_string(), "123456".to_string())]
+                    .into_iter()
+                    .collect(),
             };
             state
                 .store
@@ -92,6 +100,46 @@ async fn exchange(router: &Router, robot: &str, token: &str) {
     assert_eq!(response.status(), 200, "{robot}");
 }
 
+/// The large case's warm exchange over the small case's, interleaved; see the module docs.
+fn large_over_small(
+    rt: &tokio::runtime::Runtime,
+    small: &Router,
+    small_token: &str,
+    large: &Router,
+    names: &[String],
+    tokens: &[String],
+) {
+    const ROUNDS: usize = 100;
+    const PER_ROUND: usize = 50;
+    let mut i = 0usize;
+    let mut ratios: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            rt.block_on(async {
+                for _ in 0..PER_ROUND {
+                    exchange(small, "acme+r0", small_token).await;
+                }
+            });
+            let small_time = started.elapsed();
+            let started = std::time::Instant::now();
+            rt.block_on(async {
+                for _ in 0..PER_ROUND {
+                    i = (i + 7_919) % ROBOTS;
+                    exchange(large, &names[i], &tokens[i % ISSUERS]).await;
+                }
+            });
+            started.elapsed().as_secs_f64() / small_time.as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "scale/large_over_small  ratio median {:.3} (quartiles {:.3}-{:.3})",
+        ratios[ROUNDS / 2],
+        ratios[ROUNDS / 4],
+        ratios[3 * ROUNDS / 4]
+    );
+}
+
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -109,20 +157,25 @@ fn benches(c: &mut Criterion) {
         b.iter(|| rt.block_on(exchange(&small, "acme+r0", &tokens[0])))
     });
 
+    let names: Vec<String> = (0..ROBOTS).map(|i| format!("acme+r{i}")).collect();
     let before = rss_mib();
     let started = std::time::Instant::now();
     let (large, _large_dir) = gateway(&rt, &issuer, ROBOTS, ISSUERS);
-    let names: Vec<String> = (0..ROBOTS).map(|i| format!("acme+r{i}")).collect();
+    let stored = rss_mib();
     rt.block_on(async {
         for (i, name) in names.iter().enumerate() {
             exchange(&large, name, &tokens[i % ISSUERS]).await;
         }
     });
+    let warm = rss_mib();
     println!(
-        "scale: {ROBOTS} robots over {ISSUERS} issuers created and warmed in {:.0} s; resident memory {before:.0} MiB -> {:.0} MiB",
+        "scale: {ROBOTS} robots over {ISSUERS} issuers stored and warmed in {:.0} s; \
+         resident memory {before:.0} MiB before, {stored:.0} MiB stored, {warm:.0} MiB warm \
+         ({:.0} MiB for the warm caches)",
         started.elapsed().as_secs_f64(),
-        rss_mib()
+        warm - stored,
     );
+    large_over_small(&rt, &small, &tokens[0], &large, &names, &tokens);
     let mut i = 0usize;
     group.bench_function("warm_exchange_100k_robots_1k_issuers", |b| {
         b.iter(|| {

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::verify::Claims;
@@ -23,7 +23,53 @@ pub struct FederationEntry {
     #[serde(default)]
     pub audiences: Vec<String>,
     #[serde(default)]
-    pub conditions: BTreeMap<String, String>,
+    pub conditions: Conditions,
+}
+
+/// Claim name → pattern, sorted by name, written as a JSON object. A sorted `Vec` rather than
+/// a `BTreeMap` because every robot's entries are cached, and a map's first node costs about
+/// half a KiB however few conditions it holds (README, "Performance", the scale bench).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions(Vec<(String, String)>);
+
+impl Conditions {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|(name, pattern)| (name.as_str(), pattern.as_str()))
+    }
+}
+
+/// Names are expected to be unique (they come from JSON objects); the first one is kept.
+impl FromIterator<(String, String)> for Conditions {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        let mut pairs: Vec<_> = pairs.into_iter().collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs.dedup_by(|later, first| later.0 == first.0);
+        Self(pairs)
+    }
+}
+
+impl Serialize for Conditions {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Conditions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// `*` matches any run of characters, including none.
@@ -89,7 +135,7 @@ fn failed_condition<'a>(
         let received = claim(&claims.all, name).and_then(claim_text);
         match &received {
             Some(text) if glob(pattern, text) => None,
-            _ => Some((name.as_str(), received.map(Cow::into_owned))),
+            _ => Some((name, received.map(Cow::into_owned))),
         }
     })
 }
@@ -162,6 +208,19 @@ pub fn matching_entry<'a>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn conditions_are_a_json_object_whatever_their_order() {
+        let a: Conditions = serde_json::from_value(json!({"ref": "main", "actor": "x"})).unwrap();
+        let b: Conditions = serde_json::from_value(json!({"actor": "x", "ref": "main"})).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            json!({"actor": "x", "ref": "main"})
+        );
+        assert!(serde_json::from_value::<Conditions>(json!({"ref": 1})).is_err());
+        assert!(serde_json::from_value::<Conditions>(json!(["ref", "main"])).is_err());
+    }
 
     #[test]
     fn glob_is_string_like() {
