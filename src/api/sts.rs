@@ -6,6 +6,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, RETRY_AFTER};
@@ -82,8 +83,20 @@ impl Params {
 pub async fn token(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return oauth_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "the request body is larger than this gateway accepts (server.max_body_bytes)",
+                None,
+            );
+        }
+        Err(_) => return invalid_request("the request body could not be read"),
+    };
     let client = client.map(|c| c.0.0.ip());
     if std::str::from_utf8(&body).is_err() {
         return invalid_request("the body must be application/x-www-form-urlencoded");

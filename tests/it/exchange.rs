@@ -274,6 +274,13 @@ async fn rfc8693_form_exchanges(backend: Backend) {
             reply.text
         );
     }
+
+    // A body over server.max_body_bytes still gets an OAuth error body, not a bare 413.
+    let oversized = form("x".repeat(gw.config.server.max_body_bytes + 1), "r", grant);
+    let reply = sts(oversized).await;
+    assert_eq!(reply.status, 413, "{}", reply.text);
+    assert_eq!(reply.json()["error"], "invalid_request", "{}", reply.text);
+    assert!(!reply.text.contains("xxxx"), "{}", reply.text);
 }
 
 on_both_databases!(
