@@ -8,13 +8,15 @@
 //!   and its middleware (no socket), with the issuer's keys and the robot's policy cached.
 //!   Replay protection off: the same token is reused.
 //! - `exchange/warm_over_floor`: the two above interleaved, printed as a ratio (see
-//!   [`warm_over_floor`]).
+//!   [`common::interleaved_ratio`]).
 //! - `exchange/warm_replay_sqlite`: the same with replay protection on SQLite, a fresh token
 //!   (fresh `jti`) per iteration.
 //! - `registry/v2_auth_minted_token`: `/v2/auth` with a minted token, one repository scope.
 //! - `policy/match_50_entries`: matching a GitHub-shaped identity against 50 entries.
 //!
 //! Run: `cargo bench --bench exchange`. Figures and machine: README, "Performance".
+
+use std::time::Instant;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -117,45 +119,6 @@ fn selected(name: &str) -> bool {
     filter.is_none_or(|f| name.contains(&f))
 }
 
-/// `exchange/warm` over `crypto_floor`, measured interleaved: this machine's speed moves by
-/// up to 2x from one second to the next, so the two criterion figures, taken a minute apart,
-/// do not divide into a stable ratio. 200 rounds of 50 floor iterations then 50 exchanges
-/// (requests built before the clock starts); prints the median per-round ratio and quartiles.
-fn warm_over_floor(
-    mut floor: impl FnMut(),
-    request: impl Fn() -> Request<Body>,
-    mut run_exchanges: impl FnMut(Vec<Request<Body>>),
-) {
-    const ROUNDS: usize = 200;
-    const PER_ROUND: u32 = 50;
-    let per_iteration = |started: std::time::Instant| started.elapsed() / PER_ROUND;
-    let (mut ratios, mut floors, mut exchanges) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let started = std::time::Instant::now();
-        (0..PER_ROUND).for_each(|_| floor());
-        let floor_time = per_iteration(started);
-        let requests: Vec<_> = (0..PER_ROUND).map(|_| request()).collect();
-        let started = std::time::Instant::now();
-        run_exchanges(requests);
-        let exchange_time = per_iteration(started);
-        ratios.push(exchange_time.as_secs_f64() / floor_time.as_secs_f64());
-        floors.push(floor_time);
-        exchanges.push(exchange_time);
-    }
-    ratios.sort_by(f64::total_cmp);
-    floors.sort();
-    exchanges.sort();
-    println!(
-        "exchange/warm_over_floor  ratio median {:.3} (quartiles {:.3}-{:.3}); \
-         median floor {:.1?}, median exchange {:.1?}",
-        ratios[ROUNDS / 2],
-        ratios[ROUNDS / 4],
-        ratios[3 * ROUNDS / 4],
-        floors[ROUNDS / 2],
-        exchanges[ROUNDS / 2],
-    );
-}
-
 fn benches(c: &mut Criterion) {
     let issuer = IdentityIssuer::new();
     let token = issuer.token(ISSUER, 0);
@@ -206,18 +169,29 @@ fn benches(c: &mut Criterion) {
         )
     });
     if selected("exchange/warm_over_floor") {
-        warm_over_floor(
+        // 200 rounds of 50 floor iterations, then 50 exchanges (requests built untimed).
+        const PER_ROUND: u32 = 50;
+        common::interleaved_ratio(
+            "exchange/warm_over_floor",
+            200,
+            PER_ROUND,
             || {
-                parsed.verify_sig(input.as_bytes(), &sig).unwrap();
-                ec.sign(&rng, &minted_input).unwrap();
+                let started = Instant::now();
+                for _ in 0..PER_ROUND {
+                    parsed.verify_sig(input.as_bytes(), &sig).unwrap();
+                    ec.sign(&rng, &minted_input).unwrap();
+                }
+                started.elapsed()
             },
-            || exchange_request(&token),
-            |requests| {
+            || {
+                let requests: Vec<_> = (0..PER_ROUND).map(|_| exchange_request(&token)).collect();
+                let started = Instant::now();
                 rt.block_on(async {
                     for request in requests {
                         answer(&router, request).await;
                     }
-                })
+                });
+                started.elapsed()
             },
         );
     }

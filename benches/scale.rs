@@ -100,46 +100,6 @@ async fn exchange(router: &Router, robot: &str, token: &str) {
     assert_eq!(response.status(), 200, "{robot}");
 }
 
-/// The large case's warm exchange over the small case's, interleaved; see the module docs.
-fn large_over_small(
-    rt: &tokio::runtime::Runtime,
-    small: &Router,
-    small_token: &str,
-    large: &Router,
-    names: &[String],
-    tokens: &[String],
-) {
-    const ROUNDS: usize = 100;
-    const PER_ROUND: usize = 50;
-    let mut i = 0usize;
-    let mut ratios: Vec<f64> = (0..ROUNDS)
-        .map(|_| {
-            let started = std::time::Instant::now();
-            rt.block_on(async {
-                for _ in 0..PER_ROUND {
-                    exchange(small, "acme+r0", small_token).await;
-                }
-            });
-            let small_time = started.elapsed();
-            let started = std::time::Instant::now();
-            rt.block_on(async {
-                for _ in 0..PER_ROUND {
-                    i = (i + 7_919) % ROBOTS;
-                    exchange(large, &names[i], &tokens[i % ISSUERS]).await;
-                }
-            });
-            started.elapsed().as_secs_f64() / small_time.as_secs_f64()
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "scale/large_over_small  ratio median {:.3} (quartiles {:.3}-{:.3})",
-        ratios[ROUNDS / 2],
-        ratios[ROUNDS / 4],
-        ratios[3 * ROUNDS / 4]
-    );
-}
-
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -175,7 +135,33 @@ fn benches(c: &mut Criterion) {
         started.elapsed().as_secs_f64(),
         warm - stored,
     );
-    large_over_small(&rt, &small, &tokens[0], &large, &names, &tokens);
+    // 100 rounds of 50 exchanges on each, the large one striding through all robots.
+    const PER_ROUND: u32 = 50;
+    let mut i = 0usize;
+    common::interleaved_ratio(
+        "scale/large_over_small",
+        100,
+        PER_ROUND,
+        || {
+            let started = std::time::Instant::now();
+            rt.block_on(async {
+                for _ in 0..PER_ROUND {
+                    exchange(&small, "acme+r0", &tokens[0]).await;
+                }
+            });
+            started.elapsed()
+        },
+        || {
+            let started = std::time::Instant::now();
+            rt.block_on(async {
+                for _ in 0..PER_ROUND {
+                    i = (i + 7_919) % ROBOTS;
+                    exchange(&large, &names[i], &tokens[i % ISSUERS]).await;
+                }
+            });
+            started.elapsed()
+        },
+    );
     let mut i = 0usize;
     group.bench_function("warm_exchange_100k_robots_1k_issuers", |b| {
         b.iter(|| {

@@ -89,3 +89,35 @@ impl IdentityIssuer {
         state
     }
 }
+
+/// Measures `measured` against `base` interleaved, and prints `name`'s median per-round ratio
+/// with its quartiles and both sides' median times. Each closure runs one round of `per_round`
+/// iterations and returns the time its timed part took. Interleaved because this machine's
+/// speed moves by up to 2x within a minute: two criterion figures taken a minute apart do not
+/// divide into a stable ratio.
+pub fn interleaved_ratio(
+    name: &str,
+    rounds: usize,
+    per_round: u32,
+    mut base: impl FnMut() -> std::time::Duration,
+    mut measured: impl FnMut() -> std::time::Duration,
+) {
+    let (mut ratios, mut bases, mut measureds) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (b, m) = (base() / per_round, measured() / per_round);
+        ratios.push(m.as_secs_f64() / b.as_secs_f64());
+        bases.push(b);
+        measureds.push(m);
+    }
+    ratios.sort_by(f64::total_cmp);
+    bases.sort();
+    measureds.sort();
+    println!(
+        "{name}  ratio median {:.3} (quartiles {:.3}-{:.3}); median per iteration {:.1?} against {:.1?}",
+        ratios[rounds / 2],
+        ratios[rounds / 4],
+        ratios[3 * rounds / 4],
+        measureds[rounds / 2],
+        bases[rounds / 2],
+    );
+}
