@@ -175,10 +175,7 @@ pub async fn exchange(
     let limits = &state.config.limits;
     let ip_key = client.map(|ip| format!("failed-ip:{ip}"));
     let mut audit = Audit::default();
-    let robot_name = credentials
-        .as_ref()
-        .ok()
-        .map(|(robot, _)| robot.to_string());
+    let robot_name = credentials.as_ref().ok().map(|(robot, _)| *robot);
 
     let ip_check = match &ip_key {
         Some(key) => {
@@ -234,7 +231,7 @@ pub async fn exchange(
     tracing::info!(
         target: "audit",
         kind = "exchange",
-        robot = robot_name.as_deref().unwrap_or(""),
+        robot = robot_name.unwrap_or(""),
         issuer = audit.issuer.as_deref().unwrap_or(""),
         subject = audit.subject.as_deref().unwrap_or(""),
         jti = audit.jti.as_deref().unwrap_or(""),

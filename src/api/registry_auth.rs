@@ -176,16 +176,20 @@ pub async fn token(
         .inc();
     match result {
         Ok((token, access)) => {
-            let granted: Vec<String> = access
-                .iter()
-                .map(|a| format!("{}:{}", a.name, a.actions.join(",")))
-                .collect();
+            // Inside the event, like the hash: computed only when the audit line is enabled.
+            let granted = || {
+                let granted: Vec<String> = access
+                    .iter()
+                    .map(|a| format!("{}:{}", a.name, a.actions.join(",")))
+                    .collect();
+                granted.join(" ")
+            };
             tracing::info!(
                 target: "audit",
                 kind = "registry_token",
                 robot,
                 result = "ok",
-                access = granted.join(" "),
+                access = granted(),
                 client,
                 token_sha256 = crate::tokens::sha256_hex(token.as_bytes()),
             );
