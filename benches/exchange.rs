@@ -241,8 +241,8 @@ fn benches(c: &mut Criterion) {
     let mut entries: Vec<FederationEntry> = (0..49)
         .map(|i| FederationEntry {
             issuer: ISSUER.into(),
-            subject: format!("repo:octo-org/repo-{i}:*"),
-            audiences: vec!["https://github.com/octo-org".into()],
+            subject: format!("repo:octo-org/repo-{i}:*").into(),
+            audiences: ["https://github.com/octo-org".into()].into(),
             conditions: [("repository_owner_id".to_string(), "123456".to_string())]
                 .into_iter()
                 .collect(),
@@ -251,7 +251,7 @@ fn benches(c: &mut Criterion) {
     entries.push(FederationEntry {
         issuer: ISSUER.into(),
         subject: "repo:octo-org/octo-repo:*".into(),
-        audiences: vec!["https://github.com/octo-org".into()],
+        audiences: ["https://github.com/octo-org".into()].into(),
         conditions: [
             ("repository_owner_id".to_string(), "123456".to_string()),
             ("ref".to_string(), "refs/heads/main".to_string()),

@@ -71,9 +71,9 @@ fn gateway(
             };
             state.store.create_robot(&robot).await.unwrap();
             let entry = FederationEntry {
-                issuer: issuer_url(i % issuers),
+                issuer: issuer_url(i % issuers).into(),
                 subject: "repo:octo-org/octo-repo:*".into(),
-                audiences: vec!["https://github.com/octo-org".into()],
+                audiences: ["https://github.com/octo-org".into()].into(),
                 conditions: [("repository_owner_id".to_string(), "123456".to_string())]
                     .into_iter()
                     .collect(),

@@ -147,7 +147,7 @@ impl AppState {
     /// A robot changed (created, deleted, regenerated, federation replaced): forget its cached
     /// policy here and tell the other replicas.
     pub async fn robot_changed(&self, full_name: &str) {
-        self.robots.invalidate(full_name).await;
+        self.robots.invalidate(full_name);
         self.shared.announce_change(full_name).await;
     }
 

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::AppState;
 use crate::names;
 use crate::oidc::jws;
-use crate::oidc::policy::{FederationEntry, matching_entry};
+use crate::oidc::policy::{FederationEntry, Interner, matching_entry};
 use crate::oidc::verify::{self, Claims};
 use crate::oidc::{Refusal, RefusalCode, issuer_allowed, same_issuer};
 use crate::shared::limits::Limited;
@@ -23,81 +24,113 @@ use crate::store::StoreError;
 /// How long a robot's federation policy may be served from memory without a change
 /// notification (a safety net; changes made through this gateway invalidate at once).
 const ROBOT_CACHE_TTL: Duration = Duration::from_secs(60);
-const ROBOT_CACHE_CAPACITY: u64 = 200_000;
+const ROBOT_CACHE_CAPACITY: usize = 200_000;
 
-/// What the exchange needs to know about a robot, cached in memory.
+/// What the exchange needs to know about a robot, cached in memory. Kept small: at 100,000
+/// robots every byte here is 100 kB of resident memory (README, "Performance").
 #[derive(Debug)]
 pub struct RobotPolicy {
     pub robot_id: i64,
-    pub full_name: String,
     pub revision: i64,
-    pub entries: Vec<FederationEntry>,
+    pub entries: Box<[FederationEntry]>,
 }
 
-/// Robots by full name; `None` caches "no such robot" too.
-#[derive(Clone)]
-pub struct RobotCache(moka::future::Cache<String, Option<Arc<RobotPolicy>>>);
+/// A cached answer (`None`: no such robot) and when it was read from the store.
+#[derive(Debug, Clone)]
+struct Cached {
+    loaded: Instant,
+    policy: Option<Arc<RobotPolicy>>,
+}
+
+/// Robots' policies by full name. quick_cache rather than moka: a hit is one shard read lock,
+/// and an entry costs about a third of a moka entry; the TTL is checked on read instead.
+pub struct RobotCache {
+    robots: quick_cache::sync::Cache<Box<str>, Cached>,
+    /// Bumped by every invalidation; a load that began before one is not cached, since it may
+    /// have read the rows as they were before the change.
+    generation: AtomicU64,
+    strings: Interner,
+}
 
 impl std::fmt::Debug for RobotCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RobotCache")
-            .field("entries", &self.0.entry_count())
+            .field("entries", &self.robots.len())
             .finish()
     }
 }
 
 impl Default for RobotCache {
     fn default() -> Self {
-        Self(
-            moka::future::Cache::builder()
-                .max_capacity(ROBOT_CACHE_CAPACITY)
-                .time_to_live(ROBOT_CACHE_TTL)
-                .build(),
-        )
+        Self {
+            robots: quick_cache::sync::Cache::new(ROBOT_CACHE_CAPACITY),
+            generation: AtomicU64::new(0),
+            strings: Interner::default(),
+        }
     }
 }
 
 impl RobotCache {
     /// Forgets a robot after it changed (deleted, regenerated, federation replaced).
-    pub async fn invalidate(&self, full_name: &str) {
-        self.0.invalidate(full_name).await;
-    }
-
-    /// The robot's policy, from memory or (once for concurrent callers) from the store.
-    pub async fn get(
-        &self,
-        state: &AppState,
-        full_name: &str,
-    ) -> Result<Option<Arc<RobotPolicy>>, Arc<StoreError>> {
-        let load = async {
-            let Some((namespace, short)) = names::split_robot_name(full_name) else {
-                return Ok(None);
-            };
-            let Some(robot) = state.store.robot(namespace, short).await? else {
-                return Ok(None);
-            };
-            let entries = state.store.federation(robot.id).await?;
-            Ok(Some(Arc::new(RobotPolicy {
-                robot_id: robot.id,
-                full_name: robot.full_name(),
-                revision: robot.revision,
-                entries,
-            })))
-        };
-        if !state.shared.notices_live() {
-            // Change notices from other replicas may be missed right now: read through.
-            return load.await.map_err(Arc::new);
-        }
-        if let Some(cached) = self.0.get(full_name).await {
-            return Ok(cached); // the warm path: no key to allocate
-        }
-        self.0.try_get_with(full_name.to_string(), load).await
+    pub fn invalidate(&self, full_name: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.robots.remove(full_name);
     }
 
     /// Forgets everything (change notices may have been missed).
     pub fn clear(&self) {
-        self.0.invalidate_all();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.robots.clear();
     }
+
+    /// The robot's policy, from memory or from the store. Concurrent misses on one robot each
+    /// read the store (two indexed reads); coalescing them would make every waiter sit out the
+    /// first one's timeout when the database is down.
+    pub async fn get(
+        &self,
+        state: &AppState,
+        full_name: &str,
+    ) -> Result<Option<Arc<RobotPolicy>>, StoreError> {
+        if !state.shared.notices_live() {
+            // Change notices from other replicas may be missed right now: read through.
+            return load_policy(state, full_name, &self.strings).await;
+        }
+        if let Some(cached) = self.robots.get(full_name)
+            && cached.loaded.elapsed() < ROBOT_CACHE_TTL
+        {
+            return Ok(cached.policy); // the warm path
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let loaded = Instant::now();
+        let policy = load_policy(state, full_name, &self.strings).await?;
+        if self.generation.load(Ordering::Acquire) == generation {
+            let cached = Cached {
+                loaded,
+                policy: policy.clone(),
+            };
+            self.robots.insert(full_name.into(), cached);
+        }
+        Ok(policy)
+    }
+}
+
+async fn load_policy(
+    state: &AppState,
+    full_name: &str,
+    strings: &Interner,
+) -> Result<Option<Arc<RobotPolicy>>, StoreError> {
+    let Some((namespace, short)) = names::split_robot_name(full_name) else {
+        return Ok(None);
+    };
+    let Some(robot) = state.store.robot(namespace, short).await? else {
+        return Ok(None);
+    };
+    let entries = state.store.federation(robot.id).await?;
+    Ok(Some(Arc::new(RobotPolicy {
+        robot_id: robot.id,
+        revision: robot.revision,
+        entries: entries.into_iter().map(|e| e.interned(strings)).collect(),
+    })))
 }
 
 /// The `fed` claim: the identity a robot token was exchanged for.
@@ -273,7 +306,7 @@ async fn run(
     state
         .shared
         .limit_hit(
-            &format!("robot:{}", policy.full_name),
+            &format!("robot:{robot_name}"),
             config.limits.exchanges_per_minute_per_robot,
         )
         .await
@@ -347,14 +380,14 @@ async fn run(
         &policy.entries,
         &claims,
         &state.default_audiences,
-        &policy.full_name,
+        robot_name,
     )?;
 
     // Step 7: replay.
     replay_check(state, &claims, leeway).await?;
 
     // Step 8: mint.
-    mint(state, &policy, &claims, now)
+    mint(state, robot_name, &policy, &claims, now)
 }
 
 /// A `(iss, jti)` pair is accepted once while the token can be valid: until `exp + leeway`,
@@ -393,6 +426,7 @@ async fn replay_check(state: &AppState, claims: &Claims, leeway: i64) -> Result<
 
 fn mint(
     state: &AppState,
+    robot_name: &str,
     policy: &RobotPolicy,
     claims: &Claims,
     now: i64,
@@ -406,7 +440,7 @@ fn mint(
     let minted = RobotTokenClaims {
         iss: state.config.server.public_url.clone(),
         aud: state.registry_service.clone(),
-        sub: policy.full_name.clone(),
+        sub: robot_name.to_string(),
         iat: now,
         nbf: now,
         exp: now.saturating_add(ttl as i64),

@@ -47,10 +47,7 @@ pub async fn run(
         tokio::spawn(async move {
             redis
                 .subscribe(
-                    move |robot| {
-                        let state = on_notice.clone();
-                        tokio::spawn(async move { state.robots.invalidate(&robot).await });
-                    },
+                    move |robot| on_notice.robots.invalidate(&robot),
                     move || on_gap.robots.clear(),
                     stop,
                 )

@@ -71,15 +71,15 @@ fn parse_entries(state: &AppState, body: &Value) -> Result<Vec<FederationEntry>,
             ));
         }
         let audiences = match item.get("audiences") {
-            None | Some(Value::Null) => Vec::new(),
+            None | Some(Value::Null) => Box::default(),
             Some(Value::Array(list)) => list
                 .iter()
                 .map(|a| {
                     a.as_str()
                         .filter(|a| !a.is_empty() && a.len() <= MAX_FIELD_CHARS)
-                        .map(str::to_string)
+                        .map(Into::into)
                 })
-                .collect::<Option<Vec<_>>>()
+                .collect::<Option<_>>()
                 .ok_or_else(|| {
                     ApiError::bad_request("audiences must be a list of non-empty strings")
                 })?,
@@ -110,8 +110,8 @@ fn parse_entries(state: &AppState, body: &Value) -> Result<Vec<FederationEntry>,
             }
         };
         let entry = FederationEntry {
-            issuer: issuer.to_string(),
-            subject: subject.to_string(),
+            issuer: issuer.into(),
+            subject: subject.into(),
             audiences,
             conditions,
         };

@@ -5,7 +5,8 @@
 //! Condition names may address nested claims with dots (`kubernetes.io.namespace`).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -16,21 +17,66 @@ use super::{Refusal, RefusalCode, same_issuer};
 /// One trust relationship: tokens from `issuer` whose `sub` matches `subject`, whose `aud`
 /// holds one of `audiences` (or the gateway's defaults when empty), and whose claims match
 /// every condition, may act as the robot.
+///
+/// Boxed and shared strings rather than `String`s and `Vec`s: every robot's entries are
+/// cached, and issuers, audiences and claim names recur across robots, so the robot cache
+/// keeps one copy of each ([`Interner`]; README, "Performance", the scale bench).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FederationEntry {
-    pub issuer: String,
-    pub subject: String,
+    pub issuer: Arc<str>,
+    pub subject: Box<str>,
     #[serde(default)]
-    pub audiences: Vec<String>,
+    pub audiences: Box<[Arc<str>]>,
     #[serde(default)]
     pub conditions: Conditions,
 }
 
-/// Claim name → pattern, sorted by name, written as a JSON object. A sorted `Vec` rather than
-/// a `BTreeMap` because every robot's entries are cached, and a map's first node costs about
-/// half a KiB however few conditions it holds (README, "Performance", the scale bench).
+impl FederationEntry {
+    /// The same entry, its recurring strings replaced by `interner`'s shared copies.
+    pub fn interned(self, interner: &Interner) -> Self {
+        Self {
+            issuer: interner.get(&self.issuer),
+            audiences: self.audiences.iter().map(|a| interner.get(a)).collect(),
+            conditions: Conditions(
+                self.conditions
+                    .0
+                    .into_iter()
+                    .map(|(name, pattern)| (interner.get(&name), pattern))
+                    .collect(),
+            ),
+            ..self
+        }
+    }
+}
+
+/// One shared copy of each issuer, audience and claim name seen. Forgets everything past
+/// [`Interner::MAX_STRINGS`] (strings of deleted robots would otherwise stay); entries made
+/// before keep their copies, so that costs memory, never correctness.
+#[derive(Debug, Default)]
+pub struct Interner(Mutex<HashSet<Arc<str>>>);
+
+impl Interner {
+    const MAX_STRINGS: usize = 100_000;
+
+    pub fn get(&self, text: &str) -> Arc<str> {
+        // A panic cannot leave the set inconsistent (each update is one insert).
+        let mut strings = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = strings.get(text) {
+            return shared.clone();
+        }
+        if strings.len() >= Self::MAX_STRINGS {
+            strings.clear();
+        }
+        let shared: Arc<str> = text.into();
+        strings.insert(shared.clone());
+        shared
+    }
+}
+
+/// Claim name → pattern, sorted by name, written as a JSON object. A sorted slice rather than
+/// a `BTreeMap`, whose first node alone costs about half a KiB however few conditions it holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Conditions(Vec<(String, String)>);
+pub struct Conditions(Box<[(Arc<str>, Box<str>)]>);
 
 impl Conditions {
     pub fn len(&self) -> usize {
@@ -42,9 +88,7 @@ impl Conditions {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0
-            .iter()
-            .map(|(name, pattern)| (name.as_str(), pattern.as_str()))
+        self.0.iter().map(|(name, pattern)| (&**name, &**pattern))
     }
 }
 
@@ -54,7 +98,12 @@ impl FromIterator<(String, String)> for Conditions {
         let mut pairs: Vec<_> = pairs.into_iter().collect();
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         pairs.dedup_by(|later, first| later.0 == first.0);
-        Self(pairs)
+        Self(
+            pairs
+                .into_iter()
+                .map(|(name, pattern)| (name.into(), pattern.into()))
+                .collect(),
+        )
     }
 }
 
@@ -156,12 +205,14 @@ pub fn matching_entry<'a>(
         .iter()
         .filter(|e| same_issuer(&e.issuer, &claims.iss))
     {
-        let accepted = if entry.audiences.is_empty() {
-            default_audiences
-        } else {
-            &entry.audiences
+        let accepted = |aud: &String| {
+            if entry.audiences.is_empty() {
+                default_audiences.contains(aud)
+            } else {
+                entry.audiences.iter().any(|a| **a == **aud)
+            }
         };
-        if !claims.aud.iter().any(|a| accepted.contains(a)) {
+        if !claims.aud.iter().any(accepted) {
             continue;
         }
         audience_ok = true;
@@ -220,6 +271,29 @@ mod tests {
         );
         assert!(serde_json::from_value::<Conditions>(json!({"ref": 1})).is_err());
         assert!(serde_json::from_value::<Conditions>(json!(["ref", "main"])).is_err());
+    }
+
+    #[test]
+    fn interned_entries_share_their_recurring_strings() {
+        let interner = Interner::default();
+        let one = entry(
+            json!({"issuer": "https://i", "subject": "a", "audiences": ["x"],
+                               "conditions": {"ref": "main"}}),
+        );
+        let two = entry(
+            json!({"issuer": "https://i", "subject": "b", "audiences": ["x"],
+                               "conditions": {"ref": "dev"}}),
+        );
+        let (one, two) = (one.interned(&interner), two.interned(&interner));
+        assert!(Arc::ptr_eq(&one.issuer, &two.issuer));
+        assert!(Arc::ptr_eq(&one.audiences[0], &two.audiences[0]));
+        assert!(Arc::ptr_eq(&one.conditions.0[0].0, &two.conditions.0[0].0));
+        assert_eq!(
+            serde_json::to_value(&two).unwrap(),
+            json!({"issuer": "https://i", "subject": "b", "audiences": ["x"],
+                   "conditions": {"ref": "dev"}}),
+            "interning changes no value"
+        );
     }
 
     #[test]

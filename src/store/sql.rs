@@ -460,8 +460,8 @@ impl FederationStore for SqlStore {
                 let audiences: String = row.try_get("audiences")?;
                 let conditions: String = row.try_get("conditions")?;
                 Ok(FederationEntry {
-                    issuer: row.try_get("issuer")?,
-                    subject: row.try_get("subject")?,
+                    issuer: row.try_get::<String, _>("issuer")?.into(),
+                    subject: row.try_get::<String, _>("subject")?.into(),
                     audiences: serde_json::from_str(&audiences)
                         .map_err(|e| StoreError::Corrupt(format!("audiences: {e}")))?,
                     conditions: serde_json::from_str(&conditions)
@@ -499,8 +499,8 @@ impl FederationStore for SqlStore {
             )
             .bind(robot_id)
             .bind(position as i64)
-            .bind(&entry.issuer)
-            .bind(&entry.subject)
+            .bind(&*entry.issuer)
+            .bind(&*entry.subject)
             .bind(serde_json::to_string(&entry.audiences).unwrap_or_else(|_| "[]".into()))
             .bind(serde_json::to_string(&entry.conditions).unwrap_or_else(|_| "{}".into()))
             .execute(&mut *tx)
