@@ -11,6 +11,7 @@ use crate::oidc::fetch::Fetcher;
 use crate::oidc::keys::{HttpJwksSource, JwksSource, KeyCache, KeyCacheSettings};
 use crate::rng::{Rng, SystemRng};
 use crate::shared::Shared;
+use crate::shared::limits::RateLimiter;
 use crate::shared::redis::RedisShared;
 use crate::store::{SqlStore, Store};
 use crate::tokens::at_rest::AtRestKeys;
@@ -40,6 +41,10 @@ pub struct Inner {
     pub robots: RobotCache,
     /// Replay records, rate limits and change notices (database and memory, or Redis).
     pub shared: Shared,
+    /// Robots whose `last_accessed` this replica wrote this minute. The column is only
+    /// written when a minute old anyway; skipping the statement for the rest of the minute
+    /// saves a write per login (SQLite serializes writes), for a lag under two minutes.
+    pub recent_access: RateLimiter,
 }
 
 impl Deref for AppState {
@@ -130,6 +135,7 @@ impl AppState {
         };
         Ok(Self(Arc::new(Inner {
             shared: Shared::new(store.clone(), clock.clone(), redis),
+            recent_access: RateLimiter::new(clock.clone()),
             registry_service: config.registry_service(),
             default_audiences,
             config,

@@ -144,12 +144,14 @@ async fn issue(
         tracing::error!(error = %e, "signing a registry token failed");
         Denied::Unavailable
     })?;
-    let store = state.store.clone();
-    tokio::spawn(async move {
-        if let Err(e) = store.touch_robot(robot_id, now).await {
-            tracing::warn!(error = %e, "cannot record the robot's last access");
-        }
-    });
+    if state.recent_access.hit(&robot, 1).is_ok() {
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_robot(robot_id, now).await {
+                tracing::warn!(error = %e, "cannot record the robot's last access");
+            }
+        });
+    }
     Ok((token, claims.access))
 }
 
