@@ -200,6 +200,8 @@ struct Call {
 struct Outcome {
     completed: usize,
     errors: usize,
+    /// The list of calls was used up before the deadline.
+    ran_out: bool,
     elapsed: Duration,
     latencies: Vec<Duration>,
 }
@@ -230,6 +232,7 @@ async fn drive(
 ) -> Outcome {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
+    let (total, taken) = (calls.len(), next.clone());
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
         let (calls, next) = (calls.clone(), next.clone());
@@ -279,6 +282,7 @@ async fn drive(
     let mut outcome = Outcome {
         completed: 0,
         errors: 0,
+        ran_out: false,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
     };
@@ -288,16 +292,22 @@ async fn drive(
         outcome.latencies.extend(latencies);
     }
     outcome.elapsed = started.elapsed();
+    outcome.ran_out = total > 1 && taken.load(std::sync::atomic::Ordering::Relaxed) > total;
     outcome
 }
 
 fn report(name: &str, outcome: &Outcome, rss: f64) {
     println!(
-        "{name:<38} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {:>3}  fedgate peak RSS {rss:.1} MiB",
+        "{name:<38} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {:>3}  fedgate peak RSS {rss:.1} MiB{}",
         outcome.rate(),
         outcome.percentile(0.50).as_secs_f64() * 1000.0,
         outcome.percentile(0.99).as_secs_f64() * 1000.0,
         outcome.errors,
+        if outcome.ran_out {
+            "  (ran out of identity tokens before the time was up)"
+        } else {
+            ""
+        },
     );
 }
 
@@ -324,8 +334,9 @@ fn main() {
     println!("load over loopback: {concurrency} connections, {seconds} s per run");
 
     // Replay protection on needs a fresh token per request: sign them before the clock starts.
-    // Enough for a flat-out run and a half-rate run at ~4,500 exchanges a second.
-    let needed = 7_000 * seconds as usize + 2;
+    // Enough for a flat-out run and a half-rate run at ~6,000 exchanges a second; the last
+    // two are kept apart for the warm-up and the registry run.
+    let needed = 9_000 * seconds as usize + 2;
     let started = Instant::now();
     let mut tokens = Vec::with_capacity(needed);
     std::thread::scope(|scope| {
@@ -354,7 +365,7 @@ fn main() {
         let gw = Gateway::start(&issuer, replay);
         let exchange_url = format!("{}/oauth2/federation/robot/token", gw.url);
         let calls: Vec<Call> = if replay {
-            tokens
+            tokens[..needed - 2]
                 .iter()
                 .map(|t| Call {
                     url: exchange_url.clone(),
