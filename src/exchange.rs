@@ -46,7 +46,7 @@ struct Cached {
 /// and an entry costs about a third of a moka entry; the TTL is checked on read instead.
 pub struct RobotCache {
     robots: quick_cache::sync::Cache<Box<str>, Cached>,
-    /// Bumped by every invalidation; a load that began before one is not cached, since it may
+    /// Bumped by every invalidation; a load that began before one is not kept, since it may
     /// have read the rows as they were before the change.
     generation: AtomicU64,
     strings: Interner,
@@ -100,15 +100,20 @@ impl RobotCache {
         {
             return Ok(cached.policy); // the warm path
         }
+        if full_name.len() > names::MAX_NAME_LEN {
+            return Ok(None); // no such robot can exist; keep such keys out of the cache
+        }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = Instant::now();
         let policy = load_policy(state, full_name, &self.strings).await?;
-        if self.generation.load(Ordering::Acquire) == generation {
-            let cached = Cached {
-                loaded,
-                policy: policy.clone(),
-            };
-            self.robots.insert(full_name.into(), cached);
+        let cached = Cached {
+            loaded,
+            policy: policy.clone(),
+        };
+        self.robots.insert(full_name.into(), cached);
+        // Checked after inserting, so an invalidation at any point during the load wins.
+        if self.generation.load(Ordering::Acquire) != generation {
+            self.robots.remove(full_name);
         }
         Ok(policy)
     }
