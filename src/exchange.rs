@@ -35,11 +35,11 @@ pub struct RobotPolicy {
     pub entries: Box<[FederationEntry]>,
 }
 
-/// A cached answer (`None`: no such robot) and when it was read from the store.
+/// A cached policy and when it was read from the store.
 #[derive(Debug, Clone)]
 struct Cached {
     loaded: Instant,
-    policy: Option<Arc<RobotPolicy>>,
+    policy: Arc<RobotPolicy>,
 }
 
 /// Robots' policies by full name. quick_cache rather than moka: a hit is one shard read lock,
@@ -98,14 +98,18 @@ impl RobotCache {
         if let Some(cached) = self.robots.get(full_name)
             && cached.loaded.elapsed() < ROBOT_CACHE_TTL
         {
-            return Ok(cached.policy); // the warm path
+            return Ok(Some(cached.policy)); // the warm path
         }
         if full_name.len() > names::MAX_NAME_LEN {
-            return Ok(None); // no such robot can exist; keep such keys out of the cache
+            return Ok(None); // no such robot can exist
         }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = Instant::now();
-        let policy = load_policy(state, full_name, &self.strings).await?;
+        // Unknown robots are not cached: the cache then holds only robots that exist, and a
+        // client guessing names pays a read per guess, bounded by the failed-exchange limit.
+        let Some(policy) = load_policy(state, full_name, &self.strings).await? else {
+            return Ok(None);
+        };
         let cached = Cached {
             loaded,
             policy: policy.clone(),
@@ -115,7 +119,7 @@ impl RobotCache {
         if self.generation.load(Ordering::Acquire) != generation {
             self.robots.remove(full_name);
         }
-        Ok(policy)
+        Ok(Some(policy))
     }
 }
 
