@@ -346,6 +346,19 @@ async fn each_refusal_code_comes_from_its_input() {
         "no_federation",
     );
     assert!(msg.contains("acme+bare"));
+    // Nothing remembers those refusals: a robot works as soon as it exists and is configured.
+    for (method, path, body) in [
+        ("PUT", "/api/v1/organization/acme/robots/nosuch", None),
+        (
+            "POST",
+            "/api/v1/organization/acme/robots/nosuch/federation",
+            Some(github_entry(&issuer)),
+        ),
+    ] {
+        let reply = gw.call(method, path, Some(&admin), body).await;
+        assert!(reply.status < 300, "{}", reply.text);
+    }
+    assert_eq!(gw.exchange("acme+nosuch", &sign(&good())).await.status, 200);
     refused(
         &gw.exchange("acme+ci", "a-static-password").await,
         "malformed_token",
