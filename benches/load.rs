@@ -12,15 +12,19 @@
 #[path = "../tests/it/harness/issuer.rs"]
 #[expect(dead_code, reason = "the load bench uses a part of the test issuer")]
 mod issuer;
+#[path = "../tests/it/harness/replica.rs"]
+#[expect(
+    dead_code,
+    reason = "the load bench does not stop its gateway with SIGTERM"
+)]
+mod replica;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedgate::clock::{Clock, SystemClock};
 use issuer::Issuer;
-
-const BIN: &str = env!("CARGO_BIN_EXE_fedgate");
+use replica::{Replica, admin};
 
 /// Used by the shared issuer module for `jti`s.
 fn random_suffix() -> String {
@@ -31,26 +35,18 @@ fn random_suffix() -> String {
     )
 }
 
+/// `fedgate serve` on its embedded defaults, in a temporary working directory of its own.
 struct Gateway {
-    url: String,
-    child: Child,
+    replica: Replica,
     _dir: tempfile::TempDir,
 }
 
 impl Gateway {
-    fn start(issuer: &Issuer, replay: bool) -> Self {
+    async fn start(issuer: &Issuer, replay: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let env = [
-            ("FEDGATE_SERVER_LISTEN", format!("127.0.0.1:{port}")),
-            (
-                "FEDGATE_SERVER_PUBLIC_URL",
-                format!("http://127.0.0.1:{port}"),
-            ),
-            (
-                "FEDGATE_SERVER_METRICS_LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            ),
+        // The defaults put the database and keys under `data/` in the working directory.
+        std::env::set_current_dir(dir.path()).unwrap();
+        let env: Vec<(String, String)> = [
             (
                 "FEDGATE_FEDERATION_EXTRA_CA_FILE",
                 issuer.ca_file.display().to_string(),
@@ -62,111 +58,33 @@ impl Gateway {
                 "0".into(),
             ),
             ("FEDGATE_LIMITS_EXCHANGES_PER_MINUTE_PER_ROBOT", "0".into()),
-        ];
-        let run = |args: &[&str]| -> String {
-            let out = Command::new(BIN)
-                .args(args)
-                .current_dir(dir.path())
-                .envs(env.iter().map(|(k, v)| (*k, v)))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        };
-        run(&["user", "create", "alice"]);
-        run(&["org", "create", "acme", "--admin", "alice"]);
-        let token = run(&[
-            "token",
-            "create",
-            "alice",
-            "--scope",
-            "org:admin",
-            "--scope",
-            "repo:admin",
-        ]);
-        let log = std::fs::File::create(dir.path().join("fedgate.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("serve")
-            .current_dir(dir.path())
-            .envs(env.iter().map(|(k, v)| (*k, v)))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let gw = Self {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-            _dir: dir,
-        };
-        gw.wait_healthy();
-        gw.configure(&token, issuer);
-        gw
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(self.url.trim_start_matches("http://")).is_err() {
-            assert!(Instant::now() < deadline, "fedgate did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn configure(&self, token: &str, issuer: &Issuer) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let client = reqwest::Client::new();
-            let put = |path: String, body: Option<serde_json::Value>| {
-                let mut request = client.put(format!("{}{path}", self.url)).bearer_auth(token);
-                if let Some(body) = body {
-                    request = request.json(&body);
-                }
-                request.send()
-            };
-            assert!(
-                put("/api/v1/organization/acme/robots/ci".into(), None)
-                    .await
-                    .unwrap()
-                    .status()
-                    .is_success()
-            );
-            let federation = serde_json::json!([{
-                "issuer": issuer.url, "subject": "repo:octo-org/octo-repo:*",
-                "audiences": ["https://github.com/octo-org"],
-                "conditions": {"repository_owner_id": "123456"},
-            }]);
-            let set = client
-                .post(format!(
-                    "{}/api/v1/organization/acme/robots/ci/federation",
-                    self.url
-                ))
-                .bearer_auth(token)
-                .json(&federation)
-                .send()
-                .await
-                .unwrap();
-            assert!(set.status().is_success());
-            let grant = put(
-                "/api/v1/repository/acme/app/permissions/user/acme+ci".into(),
-                Some(serde_json::json!({"role": "write"})),
-            )
-            .await
-            .unwrap();
-            assert!(grant.status().is_success());
-        });
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        admin(&env, &["user", "create", "alice"]);
+        admin(&env, &["org", "create", "acme", "--admin", "alice"]);
+        let token = admin(
+            &env,
+            &[
+                "token",
+                "create",
+                "alice",
+                "--scope",
+                "org:admin",
+                "--scope",
+                "repo:admin",
+            ],
+        );
+        let replica = Replica::start(&env, dir.path(), "fedgate").await;
+        configure(&replica.url, &token, issuer).await;
+        Self { replica, _dir: dir }
     }
 
     /// Peak resident set size of the fedgate process, in MiB.
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
+        std::fs::read_to_string(format!("/proc/{}/status", self.replica.pid()))
+            .unwrap_or_default()
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
@@ -174,13 +92,48 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Robot `acme+ci`, federated with the test issuer and allowed to write `acme/app`.
+async fn configure(url: &str, token: &str, issuer: &Issuer) {
+    let client = reqwest::Client::new();
+    let put = |path: String, body: Option<serde_json::Value>| {
+        let mut request = client.put(format!("{url}{path}")).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    assert!(
+        put("/api/v1/organization/acme/robots/ci".into(), None)
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let federation = serde_json::json!([{
+        "issuer": issuer.url, "subject": "repo:octo-org/octo-repo:*",
+        "audiences": ["https://github.com/octo-org"],
+        "conditions": {"repository_owner_id": "123456"},
+    }]);
+    let set = client
+        .post(format!(
+            "{url}/api/v1/organization/acme/robots/ci/federation"
+        ))
+        .bearer_auth(token)
+        .json(&federation)
+        .send()
+        .await
+        .unwrap();
+    assert!(set.status().is_success());
+    let grant = put(
+        "/api/v1/repository/acme/app/permissions/user/acme+ci".into(),
+        Some(serde_json::json!({"role": "write"})),
+    )
+    .await
+    .unwrap();
+    assert!(grant.status().is_success());
 }
 
+/// Used by the shared replica module for listen addresses.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -362,8 +315,8 @@ fn main() {
     );
 
     for replay in [false, true] {
-        let gw = Gateway::start(&issuer, replay);
-        let exchange_url = format!("{}/oauth2/federation/robot/token", gw.url);
+        let gw = rt.block_on(Gateway::start(&issuer, replay));
+        let exchange_url = format!("{}/oauth2/federation/robot/token", gw.replica.url);
         let calls: Vec<Call> = if replay {
             tokens[..needed - 2]
                 .iter()
@@ -427,7 +380,10 @@ fn main() {
                 body["token"].as_str().unwrap().to_string()
             });
             let v2 = Arc::new(vec![Call {
-                url: format!("{}/v2/auth?scope=repository:acme/app:pull,push", gw.url),
+                url: format!(
+                    "{}/v2/auth?scope=repository:acme/app:pull,push",
+                    gw.replica.url
+                ),
                 user: "acme+ci".into(),
                 password: minted,
             }]);
