@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use fedgate::clock::{Clock, SystemClock};
 use issuer::Issuer;
-use replica::{Replica, admin};
+use replica::{Replica, acme_admin};
 
 /// Used by the shared issuer module for `jti`s.
 fn random_suffix() -> String {
@@ -62,20 +62,7 @@ impl Gateway {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        admin(&env, &["user", "create", "alice"]);
-        admin(&env, &["org", "create", "acme", "--admin", "alice"]);
-        let token = admin(
-            &env,
-            &[
-                "token",
-                "create",
-                "alice",
-                "--scope",
-                "org:admin",
-                "--scope",
-                "repo:admin",
-            ],
-        );
+        let token = acme_admin(&env);
         let replica = Replica::start(&env, dir.path(), "fedgate").await;
         configure(&replica.url, &token, issuer).await;
         Self { replica, _dir: dir }

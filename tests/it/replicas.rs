@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::harness::issuer::{Issuer, Mode};
 use crate::harness::postgres::{self, PgServer};
 use crate::harness::redis::RedisServer;
-use crate::harness::replica::{Replica, admin};
+use crate::harness::replica::{Replica, acme_admin, admin};
 use crate::harness::{Reply, send};
 
 /// The environment every replica of one deployment shares.
@@ -82,20 +82,7 @@ async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> O
 
 /// Sets up org `acme` with robot `ci` federated for `subject`; returns the admin API token.
 async fn acme(env: &[(String, String)], replica: &Replica, issuer: &Issuer) -> String {
-    admin(env, &["user", "create", "alice"]);
-    admin(env, &["org", "create", "acme", "--admin", "alice"]);
-    let token = admin(
-        env,
-        &[
-            "token",
-            "create",
-            "alice",
-            "--scope",
-            "org:admin",
-            "--scope",
-            "repo:admin",
-        ],
-    );
+    let token = acme_admin(env);
     let created = call(
         &replica.url,
         "PUT",

@@ -31,6 +31,25 @@ pub fn admin(env: &[(String, String)], args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Creates user `alice` and organization `acme` with her as admin, through the CLI as an
+/// operator would; returns her API token (scopes `org:admin`, `repo:admin`).
+pub fn acme_admin(env: &[(String, String)]) -> String {
+    admin(env, &["user", "create", "alice"]);
+    admin(env, &["org", "create", "acme", "--admin", "alice"]);
+    admin(
+        env,
+        &[
+            "token",
+            "create",
+            "alice",
+            "--scope",
+            "org:admin",
+            "--scope",
+            "repo:admin",
+        ],
+    )
+}
+
 pub struct Replica {
     pub url: String,
     pub log: PathBuf,
