@@ -100,9 +100,6 @@ impl RobotCache {
         {
             return Ok(Some(cached.policy)); // the warm path
         }
-        if full_name.len() > names::MAX_NAME_LEN {
-            return Ok(None); // no such robot can exist
-        }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = Instant::now();
         // Unknown robots are not cached: the cache then holds only robots that exist, and a
@@ -128,7 +125,10 @@ async fn load_policy(
     full_name: &str,
     strings: &Interner,
 ) -> Result<Option<Arc<RobotPolicy>>, StoreError> {
-    let Some((namespace, short)) = names::split_robot_name(full_name) else {
+    // A name too long to exist is answered without asking the database.
+    let Some((namespace, short)) =
+        names::split_robot_name(full_name).filter(|_| full_name.len() <= names::MAX_NAME_LEN)
+    else {
         return Ok(None);
     };
     let Some(robot) = state.store.robot(namespace, short).await? else {
