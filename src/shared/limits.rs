@@ -80,7 +80,10 @@ impl RateLimiter {
                 *count = count.saturating_add(1);
                 *count
             }
-            None => *counts.entry(key.into()).or_insert(1),
+            None => {
+                counts.insert(key.into(), 1);
+                1
+            }
         });
         if count > limit {
             Err(Limited { retry_after })
