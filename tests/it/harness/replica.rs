@@ -95,7 +95,8 @@ impl Replica {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        // Never 0: `kill 0` would signal the whole process group, the test runner included.
+        self.child.as_ref().expect("the replica is running").id()
     }
 
     pub fn logs(&self) -> String {
