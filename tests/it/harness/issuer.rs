@@ -3,7 +3,7 @@
 //! It serves discovery and JWKS over HTTPS with a certificate from a CA made at start-up (the
 //! gateway trusts it through `federation.extra_ca_file`), counts its hits, can rotate keys, and
 //! can fail, stall or answer garbage. Tokens are signed with jsonwebtoken, an implementation
-//! independent of fedgate's own, from the claim sets in `shared/fixtures/claims/`.
+//! independent of fedgate's own, from the claim sets in `tests/fixtures/claims/`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -217,11 +217,11 @@ impl Issuer {
         self.shared.jwks_hits.load(Ordering::SeqCst)
     }
 
-    /// Claims shaped like `fixture` (a file of `shared/fixtures/claims/`), issued by this
+    /// Claims shaped like `fixture` (a file of `tests/fixtures/claims/`), issued by this
     /// issuer at `now`, valid five minutes, with a fresh `jti`.
     pub fn claims(&self, fixture: &str, now: i64) -> Value {
         let path = format!(
-            "{}/../shared/fixtures/claims/{fixture}.json",
+            "{}/tests/fixtures/claims/{fixture}.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
