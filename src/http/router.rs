@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use http::{HeaderValue, Method, StatusCode, header};
 
 use super::ClientAddr;
@@ -20,56 +20,69 @@ use crate::api::{
 use crate::app::AppState;
 use crate::metrics::Metrics;
 
-/// The gateway's public router (everything on `server.listen`).
-pub fn router(state: AppState) -> Router {
-    let robot_routes = |prefix: &str| {
-        Router::new()
-            .route(&format!("{prefix}/robots"), get(robots::list))
-            .route(
-                &format!("{prefix}/robots/{{short}}"),
+/// Every route of the public listener, as `(path pattern, handlers)`. One table, so the
+/// router and whatever lists its paths (the API reference test) cannot disagree.
+pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
+    let mut routes = Vec::new();
+    for prefix in ["/api/v1/user", "/api/v1/organization/{org}"] {
+        routes.extend([
+            (format!("{prefix}/robots"), get(robots::list)),
+            (
+                format!("{prefix}/robots/{{short}}"),
                 get(robots::get).put(robots::create).delete(robots::delete),
-            )
-            .route(
-                &format!("{prefix}/robots/{{short}}/regenerate"),
+            ),
+            (
+                format!("{prefix}/robots/{{short}}/regenerate"),
                 post(robots::regenerate),
-            )
-            .route(
-                &format!("{prefix}/robots/{{short}}/permissions"),
+            ),
+            (
+                format!("{prefix}/robots/{{short}}/permissions"),
                 get(robots::permissions),
-            )
-            .route(
-                &format!("{prefix}/robots/{{short}}/federation"),
+            ),
+            (
+                format!("{prefix}/robots/{{short}}/federation"),
                 get(federation::list)
                     .post(federation::set)
                     .delete(federation::delete),
-            )
-    };
-    Router::new()
-        .merge(robot_routes("/api/v1/user"))
-        .merge(robot_routes("/api/v1/organization/{org}"))
-        .route(
+            ),
+        ]);
+    }
+    let fixed: [(&str, MethodRouter<AppState>); 9] = [
+        (
             "/api/v1/repository/{ns}/{repo}/permissions/user/",
             get(permissions::list),
-        )
-        .route(
+        ),
+        (
             "/api/v1/repository/{ns}/{repo}/permissions/user/{name}",
             get(permissions::get)
                 .put(permissions::set)
                 .delete(permissions::delete),
-        )
-        .route(
+        ),
+        (
             "/oauth2/federation/robot/token",
             get(exchange::exchange).post(exchange::exchange),
-        )
-        .route("/oauth2/token", post(sts::token))
-        .route("/v2/auth", get(registry_auth::token))
-        .route("/.well-known/jwks.json", get(well_known::jwks))
-        .route(
+        ),
+        ("/oauth2/token", post(sts::token)),
+        ("/v2/auth", get(registry_auth::token)),
+        ("/.well-known/jwks.json", get(well_known::jwks)),
+        (
             "/.well-known/openid-configuration",
             get(well_known::openid_configuration),
-        )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        ),
+        ("/healthz", get(health::healthz)),
+        ("/readyz", get(health::readyz)),
+    ];
+    routes.extend(fixed.map(|(path, handlers)| (path.to_string(), handlers)));
+    routes
+}
+
+/// The gateway's public router (everything on `server.listen`).
+pub fn router(state: AppState) -> Router {
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| {
+            router.route(&path, handlers)
+        })
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
