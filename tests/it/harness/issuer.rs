@@ -124,6 +124,12 @@ struct Shared {
     mode: Mutex<Mode>,
     discovery_hits: AtomicUsize,
     jwks_hits: AtomicUsize,
+    /// Every request, whatever its path (including those answered 404).
+    requests: AtomicUsize,
+    /// The JWKS served to tenants (`<url>/<tenant>` issuers); none: tenants are 404.
+    tenant_jwks: Mutex<Option<Value>>,
+    /// Where discovery and JWKS requests are redirected to (`<base><path>`), if anywhere.
+    redirect_to: Mutex<Option<String>>,
 }
 
 pub struct Issuer {
@@ -139,6 +145,12 @@ pub struct Issuer {
 impl Issuer {
     /// An issuer publishing one key of each of `keys`.
     pub async fn start(keys: Vec<TestKey>) -> Self {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST, true, keys).await
+    }
+
+    /// An issuer on `ip` (a host of its own: 127.0.0.2 is not 127.0.0.1), over HTTPS or, when
+    /// `tls` is false, plain HTTP (a downgrade target).
+    pub async fn start_on(ip: std::net::Ipv4Addr, tls: bool, keys: Vec<TestKey>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -148,7 +160,7 @@ impl Issuer {
             .push(rcgen::DnType::CommonName, "fedgate test CA");
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        let leaf = rcgen::CertificateParams::new(vec![ip.to_string()])
             .unwrap()
             .signed_by(&leaf_key, &ca)
             .unwrap();
@@ -161,21 +173,32 @@ impl Issuer {
         std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
         std::fs::write(&ca_file, ca.pem()).unwrap();
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let shared = Arc::new(Shared {
             url: url.clone(),
             keys: Mutex::new(keys),
             mode: Mutex::new(Mode::Normal),
             discovery_hits: AtomicUsize::new(0),
             jwks_hits: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            tenant_jwks: Mutex::new(None),
+            redirect_to: Mutex::new(None),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
+            .route(
+                "/{tenant}/.well-known/openid-configuration",
+                get(tenant_discovery),
+            )
+            .route("/{tenant}/jwks", get(tenant_jwks))
+            .fallback(|| async { http::StatusCode::NOT_FOUND })
+            .layer(axum::middleware::from_fn_with_state(shared.clone(), count))
             .with_state(shared.clone());
         let options = ServeOptions {
-            tls: Some(listener::load_tls(&cert_path, &key_path).unwrap()),
+            tls: tls.then(|| listener::load_tls(&cert_path, &key_path).unwrap()),
             grace_period: Duration::from_millis(100),
             ..ServeOptions::default()
         };
@@ -215,6 +238,26 @@ impl Issuer {
 
     pub fn jwks_hits(&self) -> usize {
         self.shared.jwks_hits.load(Ordering::SeqCst)
+    }
+
+    /// Every request that reached the issuer, whatever its path.
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Serves `jwks` for every tenant issuer `<url>/<tenant>` (many issuers on one host).
+    pub fn serve_tenants(&self, jwks: Value) {
+        *self.shared.tenant_jwks.lock().unwrap() = Some(jwks);
+    }
+
+    /// The issuer identifier of tenant `name`.
+    pub fn tenant(&self, name: &str) -> String {
+        format!("{}/{name}", self.url)
+    }
+
+    /// Answers discovery and JWKS requests with a 307 to `base` + the same path.
+    pub fn redirect_to(&self, base: Option<&str>) {
+        *self.shared.redirect_to.lock().unwrap() = base.map(str::to_string);
     }
 
     /// Claims shaped like `fixture` (a file of `tests/fixtures/claims/`), issued by this
@@ -263,6 +306,48 @@ async fn misbehave(shared: &Shared) -> Option<Response> {
     }
 }
 
+async fn count(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let redirect = shared.redirect_to.lock().unwrap().clone();
+    if let Some(base) = redirect {
+        let location = format!("{base}{}", request.uri().path());
+        return (
+            http::StatusCode::TEMPORARY_REDIRECT,
+            [(http::header::LOCATION, location)],
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+async fn tenant_discovery(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+) -> Response {
+    if shared.tenant_jwks.lock().unwrap().is_none() {
+        return http::StatusCode::NOT_FOUND.into_response();
+    }
+    shared.discovery_hits.fetch_add(1, Ordering::SeqCst);
+    axum::Json(json!({
+        "issuer": format!("{}/{tenant}", shared.url),
+        "jwks_uri": format!("{}/{tenant}/jwks", shared.url),
+    }))
+    .into_response()
+}
+
+async fn tenant_jwks(State(shared): State<Arc<Shared>>) -> Response {
+    let jwks = shared.tenant_jwks.lock().unwrap().clone();
+    shared.jwks_hits.fetch_add(1, Ordering::SeqCst);
+    match jwks {
+        Some(jwks) => axum::Json(jwks).into_response(),
+        None => http::StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
     shared.discovery_hits.fetch_add(1, Ordering::SeqCst);
     if let Some(response) = misbehave(&shared).await {
@@ -296,4 +381,49 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
         .map(|k| k.jwk.clone())
         .collect();
     axum::Json(json!({ "keys": keys })).into_response()
+}
+
+/// The issuer's own behaviour, which the issue-12 tests rely on: tenant issuers under one
+/// host, counted requests, redirects, another address, plain HTTP.
+#[tokio::test]
+async fn the_test_issuer_serves_tenants_redirects_and_plain_http() {
+    let issuer = Issuer::rsa().await;
+    let plain = Issuer::start_on([127, 0, 0, 2].into(), false, vec![TestKey::ec("ec-1")]).await;
+    assert!(plain.url.starts_with("http://127.0.0.2:"), "{}", plain.url);
+    let trusting = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(
+            std::fs::read(&issuer.ca_file).unwrap().as_slice(),
+        )
+        .unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = async |url: String| {
+        let reply = trusting.get(url).send().await.unwrap();
+        (
+            reply.status().as_u16(),
+            reply.headers().clone(),
+            reply.text().await.unwrap(),
+        )
+    };
+
+    let tenant = issuer.tenant("t1");
+    let (status, _, _) = get(format!("{tenant}/.well-known/openid-configuration")).await;
+    assert_eq!(status, 404, "no tenants until they are served");
+    issuer.serve_tenants(json!({"keys": [issuer.key(0).jwk]}));
+    let (status, _, body) = get(format!("{tenant}/.well-known/openid-configuration")).await;
+    assert_eq!(status, 200);
+    let discovery: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(discovery["issuer"], tenant.as_str());
+    let (status, _, body) = get(discovery["jwks_uri"].as_str().unwrap().to_string()).await;
+    assert_eq!((status, body.contains("rsa-1")), (200, true));
+    assert_eq!(issuer.requests(), 3);
+
+    issuer.redirect_to(Some(&plain.url));
+    let (status, headers, _) = get(format!("{}/jwks", issuer.url)).await;
+    assert_eq!(status, 307);
+    assert_eq!(headers["location"], format!("{}/jwks", plain.url).as_str());
+    let plain_jwks = reqwest::get(format!("{}/jwks", plain.url)).await.unwrap();
+    assert!(plain_jwks.text().await.unwrap().contains("ec-1"));
+    assert_eq!(plain.requests(), 1);
 }
