@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::exchange::RobotCache;
+use crate::http::client_ip::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::oidc::fetch::Fetcher;
 use crate::oidc::keys::{HttpJwksSource, JwksSource, KeyCache, KeyCacheSettings};
@@ -25,6 +26,8 @@ pub struct Inner {
     pub config: Config,
     /// [`Config::registry_service`], derived once: the minted tokens' `aud` (hot path).
     pub registry_service: String,
+    /// `server.trusted_proxies`, parsed once: who may name the client in a forwarded header.
+    pub trusted_proxies: TrustedProxies,
     /// The audiences an identity token must carry when a federation entry lists none:
     /// `federation.audiences`, or `[server.public_url]` when that is empty.
     pub default_audiences: Vec<String>,
@@ -137,6 +140,7 @@ impl AppState {
             shared: Shared::new(store.clone(), clock.clone(), redis),
             recent_access: RateLimiter::new(clock.clone()),
             registry_service: config.registry_service(),
+            trusted_proxies: config.server.proxies(),
             default_audiences,
             config,
             store,

@@ -312,17 +312,6 @@ async fn run(
             format!("robot {robot_name} has no federation configuration"),
         ));
     }
-    state
-        .shared
-        .limit_hit(
-            &format!("robot:{robot_name}"),
-            config.limits.exchanges_per_minute_per_robot,
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "rate-limit count failed");
-            ExchangeError::Unavailable
-        })??;
 
     let mut compact = jws::decode(jwt).map_err(|e| refuse(RefusalCode::MalformedToken, e.0))?;
     let claims = verify::claims(std::mem::take(&mut compact.payload))?;
@@ -392,8 +381,32 @@ async fn run(
         robot_name,
     )?;
 
+    // The robot's quota counts only identities it trusts, so nobody else can use it up
+    // (garbage and other tenants' tokens count against their sender's address instead).
+    // Checked before the replay record, so a refused exchange does not burn its token, and
+    // counted after it, so replays of a used token do not count; exchanges in flight together
+    // may pass the quota by their number.
+    let quota = (
+        format!("robot:{robot_name}"),
+        config.limits.exchanges_per_minute_per_robot,
+    );
+    let unavailable = |e: crate::shared::Unavailable| {
+        tracing::error!(error = %e, "rate-limit check failed");
+        ExchangeError::Unavailable
+    };
+    state
+        .shared
+        .limit_check(&quota.0, quota.1)
+        .await
+        .map_err(unavailable)??;
+
     // Step 7: replay.
     replay_check(state, &claims, leeway).await?;
+    let _past_quota = state
+        .shared
+        .limit_hit(&quota.0, quota.1)
+        .await
+        .map_err(unavailable)?;
 
     // Step 8: mint.
     mint(state, robot_name, &policy, &claims, now)

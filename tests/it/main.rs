@@ -9,6 +9,7 @@ mod deploy;
 mod exchange;
 mod federation;
 mod listener;
+mod lockout;
 mod permissions;
 mod registry;
 mod replicas;
