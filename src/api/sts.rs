@@ -16,6 +16,7 @@ use secrecy::ExposeSecret;
 use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
+use crate::http::connections::is_body_timeout;
 use crate::oidc::RefusalCode;
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -92,6 +93,14 @@ pub async fn token(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
                 "the request body is larger than this gateway accepts (server.max_body_bytes)",
+                None,
+            );
+        }
+        Err(rejection) if is_body_timeout(&rejection) => {
+            return oauth_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "the request body did not arrive in time (server.body_timeout_seconds)",
                 None,
             );
         }

@@ -1,7 +1,8 @@
 //! Everything between the socket and the handlers.
 //!
-//! - [`listener`]: accepts connections (plain or TLS), enforces timeouts and the connection
-//!   cap, and shuts down gracefully.
+//! - [`listener`]: accepts connections (plain or TLS) and shuts down gracefully.
+//! - [`connections`]: connection slots, per-address caps, and how long a connection may go
+//!   without a request or take over a body.
 //! - [`router`]: the route table and the middleware that logs, counts and renders errors.
 //! - [`error`]: [`ApiError`](error::ApiError), the Quay-shaped error body of the admin API.
 //! - [`auth`]: who is calling the admin API and what they may touch.
@@ -10,6 +11,7 @@
 
 pub mod auth;
 pub mod client_ip;
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod listener;
