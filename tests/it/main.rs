@@ -5,6 +5,7 @@ mod harness;
 
 mod authz;
 mod binary;
+mod claims;
 mod deploy;
 mod exchange;
 mod federation;
