@@ -336,6 +336,11 @@ impl Config {
                     "federation.allowed_issuers: {pattern:?} must start with https://"
                 )));
             }
+            if Url::parse(pattern).map_or(true, |u| u.host_str().is_none()) {
+                return Err(ConfigError::new(format!(
+                    "federation.allowed_issuers: {pattern:?} is not a URL (pattern) with a host"
+                )));
+            }
         }
         if f.audiences.iter().any(|a| a.is_empty()) {
             return Err(ConfigError::new(

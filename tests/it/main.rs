@@ -9,6 +9,7 @@ mod claims;
 mod deploy;
 mod exchange;
 mod federation;
+mod issuers;
 mod listener;
 mod lockout;
 mod permissions;
