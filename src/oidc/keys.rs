@@ -6,7 +6,8 @@
 //! - Key sets older than [`REFRESH_AFTER_SECONDS`] are refreshed in the background; while the
 //!   issuer fails, the last good set keeps serving for `jwks_max_stale_seconds`.
 //! - A failed first fetch is remembered for the cooldown, so an unreachable issuer is not
-//!   hammered by every request.
+//!   hammered by every request. Keys older than `jwks_max_stale_seconds` are refetched under
+//!   the same cooldown, by one request at a time; the others fail at once (503).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -180,16 +181,16 @@ impl KeyCache {
                 }
                 return Ok(cached);
             }
-            // Too stale to trust: refetch now, or give up.
-            return self
-                .refetch(issuer, &cached, now, true)
-                .await
-                .ok_or_else(|| {
-                    unavailable(
-                        issuer,
-                        "the cached keys are older than jwks_max_stale_seconds",
-                    )
-                });
+            // Too stale to trust: refetch, but like any refetch at most once per cooldown,
+            // and without queueing behind one in progress. During an outage every other
+            // request fails at once instead of holding its connection for its own fetch.
+            if let Some(fresh) = self.refetch(issuer, &cached, now, Wait::No).await {
+                return Ok(fresh);
+            }
+            let why = self.0.failures.get(issuer).await.unwrap_or_else(|| {
+                "the cached keys are older than jwks_max_stale_seconds".to_string()
+            });
+            return Err(unavailable(issuer, &why));
         }
         if let Some(why) = self.0.failures.get(issuer).await {
             return Err(unavailable(issuer, &why));
@@ -208,24 +209,33 @@ impl KeyCache {
         issuer: &str,
         seen: &Arc<CachedKeys>,
     ) -> Option<Arc<CachedKeys>> {
-        self.refetch(issuer, seen, self.0.clock.unix(), false).await
+        self.refetch(
+            issuer,
+            seen,
+            self.0.clock.unix(),
+            Wait::ForRefetchInProgress,
+        )
+        .await
     }
 
+    /// A newer key set than `seen`: one a concurrent refetch got, or one fetched now if the
+    /// cooldown since the last attempt has passed; `None` otherwise.
     async fn refetch(
         &self,
         issuer: &str,
         seen: &Arc<CachedKeys>,
         now: i64,
-        ignore_cooldown: bool,
+        wait: Wait,
     ) -> Option<Arc<CachedKeys>> {
-        let _guard = seen.refetching.lock().await;
+        let _guard = match wait {
+            Wait::ForRefetchInProgress => seen.refetching.lock().await,
+            Wait::No => seen.refetching.try_lock().ok()?,
+        };
         let current = self.0.entries.get(issuer).await;
         if let Some(current) = current.filter(|c| !Arc::ptr_eq(c, seen)) {
             return Some(current); // someone refetched while we waited
         }
-        let cooling =
-            now - seen.attempted_at.load(Ordering::SeqCst) < self.0.settings.cooldown_seconds;
-        if cooling && !ignore_cooldown {
+        if now - seen.attempted_at.load(Ordering::SeqCst) < self.0.settings.cooldown_seconds {
             return None;
         }
         seen.attempted_at.store(now, Ordering::SeqCst);
@@ -246,7 +256,17 @@ impl KeyCache {
         }
         let (cache, issuer, seen) = (self.clone(), issuer.to_string(), seen.clone());
         tokio::spawn(async move {
-            cache.refetch(&issuer, &seen, now, false).await;
+            cache.refetch(&issuer, &seen, now, Wait::No).await;
         });
     }
+}
+
+/// Whether a refetch waits for one already in progress (and then uses its result).
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// For a token with an unknown `kid`: a rotation's new key is worth the wait, and all
+    /// such requests share one fetch.
+    ForRefetchInProgress,
+    /// For keys too stale to use, and background refreshes: fail fast instead.
+    No,
 }

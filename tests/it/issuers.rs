@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use fedgate::clock::{Clock, SystemClock};
+use fedgate::clock::{Clock, ManualClock, SystemClock};
 use fedgate::oidc::policy::FederationEntry;
 use serde_json::{Value, json};
 
-use crate::harness::issuer::Issuer;
-use crate::harness::{Backend, Gateway};
+use crate::harness::issuer::{Issuer, Mode};
+use crate::harness::{Backend, Gateway, send};
 
 fn github_entry(issuer: &str) -> Value {
     json!([{"issuer": issuer, "subject": "repo:octo-org/octo-repo:*",
@@ -54,4 +54,61 @@ async fn allowed_issuer_patterns_cannot_be_bypassed_with_a_backslash() {
     assert_eq!(reply.status, 401, "{}", reply.text);
     assert_eq!(reply.json()["error_code"], "issuer_not_allowed");
     assert_eq!(issuer.requests(), 0, "nothing was fetched from 127.0.0.1");
+}
+
+/// Item 7: once the cached keys are older than `jwks_max_stale_seconds` and the issuer hangs,
+/// one request tries a refetch; the others, and everything within the cooldown after it,
+/// fail fast instead of queueing for their own refetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_past_max_stale_fails_fast_within_the_cooldown() {
+    let clock = Arc::new(ManualClock::at(SystemClock.unix()));
+    let issuer = Issuer::rsa().await;
+    let gw = Gateway::trusting(Backend::Sqlite, &issuer, clock.clone(), |c| {
+        c.federation.jwks_max_stale_seconds = 600;
+        c.federation.jwks_refresh_cooldown_seconds = 30;
+        c.federation.fetch_timeout_ms = 500;
+    })
+    .await;
+    gw.federated_robot("acme", "ci", github_entry(&issuer.url))
+        .await;
+    let token = || issuer.token(&issuer.claims("github-actions", clock.unix()));
+    assert_eq!(gw.exchange("acme+ci", &token()).await.status, 200);
+
+    issuer.set_mode(Mode::Stall);
+    clock.advance(700);
+    let burst = async || {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let request = gw
+                .client
+                .get(format!("{}/oauth2/federation/robot/token", gw.url))
+                .basic_auth("acme+ci", Some(token()));
+            set.spawn(send(request));
+        }
+        for reply in set.join_all().await {
+            assert_eq!(reply.status, 503, "{}", reply.text);
+            assert_eq!(reply.json()["error_code"], "issuer_unavailable");
+        }
+    };
+    let hits = issuer.discovery_hits();
+    burst().await;
+    assert_eq!(
+        issuer.discovery_hits() - hits,
+        1,
+        "one refetch for the whole burst"
+    );
+    clock.advance(10);
+    burst().await;
+    assert_eq!(
+        issuer.discovery_hits() - hits,
+        1,
+        "none within the cooldown"
+    );
+    issuer.set_mode(Mode::Normal);
+    clock.advance(31);
+    assert_eq!(
+        gw.exchange("acme+ci", &token()).await.status,
+        200,
+        "back once the issuer is"
+    );
 }
