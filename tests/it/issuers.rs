@@ -7,7 +7,7 @@ use fedgate::clock::{Clock, ManualClock, SystemClock};
 use fedgate::oidc::policy::FederationEntry;
 use serde_json::{Value, json};
 
-use crate::harness::issuer::{Issuer, Mode};
+use crate::harness::issuer::{Issuer, Mode, TestKey};
 use crate::harness::{Backend, Gateway, send};
 
 fn github_entry(issuer: &str) -> Value {
@@ -111,4 +111,60 @@ async fn an_outage_past_max_stale_fails_fast_within_the_cooldown() {
         200,
         "back once the issuer is"
     );
+}
+
+/// Item 9: a redirect may stay on the issuer's host, but not switch to plain HTTP or to
+/// another port.
+#[tokio::test]
+async fn redirects_keep_the_scheme_and_the_port() {
+    let issuer = Issuer::rsa().await;
+    let other_port = Issuer::start(vec![TestKey::rsa("rsa-1")]).await;
+    let plain = Issuer::start_on([127, 0, 0, 1].into(), false, vec![TestKey::rsa("rsa-1")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cas = dir.path().join("cas.pem");
+    std::fs::write(
+        &cas,
+        std::fs::read_to_string(&issuer.ca_file).unwrap()
+            + &std::fs::read_to_string(&other_port.ca_file).unwrap(),
+    )
+    .unwrap();
+    let cas = cas.display().to_string();
+    // One gateway per case: each starts with no keys and no memory of failed fetches.
+    let gateway = async || {
+        let gw = Gateway::trusting(Backend::Sqlite, &issuer, Arc::new(SystemClock), |c| {
+            c.federation.extra_ca_file = cas.clone();
+        })
+        .await;
+        gw.federated_robot("acme", "ci", github_entry(&issuer.url))
+            .await;
+        gw
+    };
+    let exchange = async |gw: &Gateway| {
+        gw.exchange(
+            "acme+ci",
+            &issuer.token(&issuer.claims("github-actions", SystemClock.unix())),
+        )
+        .await
+    };
+    for target in [&plain, &other_port] {
+        issuer.redirect_to(Some(&target.url));
+        let gw = gateway().await;
+        let reply = exchange(&gw).await;
+        assert_eq!(reply.status, 503, "{}", reply.text);
+        assert!(
+            reply.text.contains("redirect to another scheme or port"),
+            "{}",
+            reply.text
+        );
+        assert_eq!(
+            target.requests(),
+            0,
+            "the redirect to {} was not followed",
+            target.url
+        );
+    }
+    // Without the redirect, the same issuer works.
+    issuer.redirect_to(None);
+    let gw = gateway().await;
+    assert_eq!(exchange(&gw).await.status, 200);
 }
