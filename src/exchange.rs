@@ -483,40 +483,57 @@ fn mint(
     })
 }
 
+/// Why a minted robot token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintedTokenError {
+    /// The token is not (or no longer) good; the message says why, for the log.
+    #[error("{0}")]
+    Refused(String),
+    /// Whether it is good cannot be told now: the robot could not be read (logged).
+    #[error("the robot cannot be read right now")]
+    Unavailable,
+}
+
 /// Checks a robot token fedgate minted: signature by a published key, `iss`, `aud`, time, and
 /// that the robot still exists with the revision the token was minted under.
 pub async fn verify_minted(
     state: &AppState,
     token: &str,
-) -> Result<(RobotTokenClaims, Arc<RobotPolicy>), String> {
-    let compact = jws::decode(token).map_err(|e| e.0.to_string())?;
-    let alg = verify::algorithm(&compact).map_err(|r| r.message)?;
+) -> Result<(RobotTokenClaims, Arc<RobotPolicy>), MintedTokenError> {
+    let refused = |why: String| MintedTokenError::Refused(why);
+    let compact = jws::decode(token).map_err(|e| refused(e.0.to_string()))?;
+    let alg = verify::algorithm(&compact).map_err(|r| refused(r.message))?;
     let keyring = state.keyring();
     verify::signature(&compact, alg, keyring.verifying_keys()).map_err(|r| {
-        r.map_or_else(
+        refused(r.map_or_else(
             || "signed by a key fedgate does not publish".to_string(),
             |r| r.message,
-        )
+        ))
     })?;
     let claims: RobotTokenClaims =
         serde_json::from_value(serde_json::Value::Object(compact.payload))
-            .map_err(|_| "not a fedgate robot token".to_string())?;
+            .map_err(|_| refused("not a fedgate robot token".into()))?;
     if claims.iss != state.config.server.public_url || claims.aud != state.registry_service {
-        return Err("issued for another gateway or service".into());
+        return Err(refused("issued for another gateway or service".into()));
     }
     let now = state.clock.unix();
     let leeway = state.config.federation.leeway_seconds as i64;
     if now > claims.exp.saturating_add(leeway) || claims.nbf > now.saturating_add(leeway) {
-        return Err("expired or not yet valid".into());
+        return Err(refused("expired or not yet valid".into()));
     }
     let policy = state
         .robots
         .get(state, &claims.sub)
         .await
-        .map_err(|e| format!("robot lookup failed: {e}"))?
-        .ok_or_else(|| "the robot no longer exists".to_string())?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "robot lookup failed");
+            MintedTokenError::Unavailable
+        })?
+        .ok_or_else(|| refused("the robot no longer exists".into()))?;
     if policy.revision != claims.rev {
-        return Err("revoked: the robot or its federation configuration changed".into());
+        return Err(refused(
+            "revoked: the robot or its federation configuration changed".into(),
+        ));
     }
     Ok((claims, policy))
 }

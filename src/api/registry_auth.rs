@@ -7,21 +7,30 @@
 //! `keys registry-cert`'s certificates, and whose `access` holds only what the robot's
 //! repository roles allow.
 
+use std::net::IpAddr;
+
 use axum::Json;
 use axum::extract::{RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
 use super::exchange::{BasicCredentials, basic_credentials};
 use crate::app::AppState;
-use crate::exchange::verify_minted;
+use crate::exchange::{MintedTokenError, verify_minted};
 use crate::http::ClientAddr;
 use crate::http::extract::query_pairs;
 use crate::names;
 use crate::oidc::Refusal;
+use crate::shared::limits::Limited;
+use crate::store::Role;
 use crate::tokens::opaque::{self, TokenKind};
 use crate::tokens::registry::{Access, RegistryClaims, grant, parse_scopes, repository_in};
+
+/// Scopes one token request may ask for. Clients ask for one to three (a push with a
+/// cross-repository blob mount is two); each costs a permission read and a line of the
+/// token, so a request with thousands is refused rather than served.
+pub const MAX_SCOPES: usize = 32;
 
 /// Why a token request was not answered with a token.
 enum Denied {
@@ -29,7 +38,9 @@ enum Denied {
     Unauthorized(String),
     /// 400: the request itself is wrong.
     BadRequest(String),
-    /// 503: the database is unavailable.
+    /// 429: too many failed logins from the client's address this minute.
+    RateLimited(Limited),
+    /// 503: the database (or, for the failure count, Redis) is unavailable.
     Unavailable,
 }
 
@@ -77,9 +88,12 @@ async fn authenticate(
         return Ok((robot.id, user.to_string()));
     }
     // Otherwise it must be a robot token fedgate minted for this robot.
-    let (claims, policy) = verify_minted(state, password).await.map_err(|why| {
-        tracing::debug!(robot = %user, why, "minted token refused");
-        unauthorized()
+    let (claims, policy) = verify_minted(state, password).await.map_err(|e| match e {
+        MintedTokenError::Unavailable => Denied::Unavailable,
+        MintedTokenError::Refused(why) => {
+            tracing::debug!(robot = %user, why, "minted token refused");
+            unauthorized()
+        }
     })?;
     if claims.sub != user {
         return Err(unauthorized());
@@ -87,10 +101,42 @@ async fn authenticate(
     Ok((policy.robot_id, user.to_string()))
 }
 
+/// [`authenticate`], within the limit of failed logins per client address: refused at once
+/// while the address is over it, and counted when credentials were given but were wrong
+/// (a request without any costs nothing to answer, and clients send one first).
+async fn authenticate_limited(
+    state: &AppState,
+    credentials: Result<&BasicCredentials, &Refusal>,
+    client: Option<IpAddr>,
+) -> Result<(i64, String), Denied> {
+    let limit = state.config.limits.failed_registry_logins_per_minute_per_ip;
+    let key = client.map(|ip| format!("failed-login:{ip}"));
+    let unavailable = |e: crate::shared::Unavailable| {
+        tracing::error!(error = %e, "rate-limit check failed");
+        Denied::Unavailable
+    };
+    if let Some(key) = &key {
+        state
+            .shared
+            .limit_check(key, limit)
+            .await
+            .map_err(unavailable)?
+            .map_err(Denied::RateLimited)?;
+    }
+    let result = authenticate(state, credentials).await;
+    if let (Some(key), Ok(_), Err(Denied::Unauthorized(_))) = (&key, credentials, &result)
+        && let Err(e) = state.shared.limit_hit(key, limit).await
+    {
+        tracing::warn!(error = %e, "cannot count a failed registry login");
+    }
+    result
+}
+
 async fn issue(
     state: &AppState,
     credentials: Result<&BasicCredentials, &Refusal>,
     query: Option<&str>,
+    client: Option<IpAddr>,
 ) -> Result<(String, Vec<Access>), Denied> {
     let params = query_pairs(query);
     let service = &state.registry_service;
@@ -100,29 +146,44 @@ async fn issue(
             "unknown service {requested:?}; this gateway serves {service:?}"
         )));
     }
-    let (robot_id, robot) = authenticate(state, credentials).await?;
-    let namespace = names::split_robot_name(&robot)
-        .map(|(ns, _)| ns)
-        .unwrap_or_default();
     let scopes = parse_scopes(
         params
             .iter()
             .filter(|(k, _)| k == "scope")
             .map(|(_, v)| v.as_str()),
     );
+    if scopes.len() > MAX_SCOPES {
+        return Err(Denied::BadRequest(format!(
+            "at most {MAX_SCOPES} scopes per token request (got {})",
+            scopes.len()
+        )));
+    }
+    let (robot_id, robot) = authenticate_limited(state, credentials, client).await?;
+    let namespace = names::split_robot_name(&robot)
+        .map(|(ns, _)| ns)
+        .unwrap_or_default();
     let mut access = Vec::new();
+    // One read per repository, however many scopes name it.
+    let mut roles: Vec<(&str, Option<Role>)> = Vec::new();
     for scope in &scopes {
         let Some(repository) = repository_in(scope, namespace) else {
             continue;
         };
-        let role = state
-            .store
-            .permission(robot_id, repository)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "permission lookup failed");
-                Denied::Unavailable
-            })?;
+        let role = match roles.iter().find(|(r, _)| *r == repository) {
+            Some((_, role)) => *role,
+            None => {
+                let role = state
+                    .store
+                    .permission(robot_id, repository)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "permission lookup failed");
+                        Denied::Unavailable
+                    })?;
+                roles.push((repository, role));
+                role
+            }
+        };
         if let Some(granted) = role.and_then(|role| grant(scope, role)) {
             access.push(granted);
         }
@@ -163,12 +224,14 @@ pub async fn token(
 ) -> Response {
     let credentials = basic_credentials(request.headers());
     let robot = credentials.as_ref().map_or("", BasicCredentials::user);
-    let client = client.map(|c| c.0.0.ip().to_string()).unwrap_or_default();
-    let result = issue(&state, credentials.as_ref(), query.as_deref()).await;
+    let client_ip = client.map(|c| c.0.0.ip());
+    let client = client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let result = issue(&state, credentials.as_ref(), query.as_deref(), client_ip).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(Denied::Unauthorized(_)) => "unauthorized",
         Err(Denied::BadRequest(_)) => "bad_request",
+        Err(Denied::RateLimited(_)) => "rate_limited",
         Err(Denied::Unavailable) => "unavailable",
     };
     state
@@ -215,17 +278,32 @@ pub async fn token(
             response
         }
         Err(denied) => {
-            let (status, code, message) = match &denied {
-                Denied::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", m.as_str()),
-                Denied::BadRequest(m) => (StatusCode::BAD_REQUEST, "DENIED", m.as_str()),
+            let (status, code, message, retry_after) = match &denied {
+                Denied::Unauthorized(m) => {
+                    (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", m.as_str(), None)
+                }
+                Denied::BadRequest(m) => (StatusCode::BAD_REQUEST, "DENIED", m.as_str(), None),
+                Denied::RateLimited(l) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOOMANYREQUESTS",
+                    "too many failed logins from this address; slow down",
+                    Some(l.retry_after),
+                ),
                 Denied::Unavailable => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "UNAVAILABLE",
                     "the gateway cannot issue tokens right now; try again shortly",
+                    Some(1),
                 ),
             };
             tracing::info!(target: "audit", kind = "registry_token", robot, result = "refused", error_code = outcome, client);
-            errors_body(status, code, message)
+            let mut response = errors_body(status, code, message);
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
         }
     }
 }

@@ -14,5 +14,6 @@ mod listener;
 mod lockout;
 mod permissions;
 mod registry;
+mod registry_limits;
 mod replicas;
 mod robots;

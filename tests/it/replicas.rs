@@ -385,3 +385,48 @@ async fn sigterm_drains_in_flight_requests() {
         "no longer accepting"
     );
 }
+
+/// Issue 12, item 10: with the database down, a registry login that needs it (a minted token
+/// checked at a replica that has not cached its robot) is 503, not 401: the client's
+/// credentials are fine, and a 401 would tell it to give up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_logins_during_a_database_outage_are_unavailable_not_refused() {
+    let issuer = Issuer::rsa().await;
+    let pg = PgServer::start();
+    let database = pg.fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = deployment(&database, None, &issuer, &dir.path().join("keys"));
+    admin(&env, &["migrate"]);
+    let a = Replica::start(&env, dir.path(), "a").await;
+    let b = Replica::start(&env, dir.path(), "b").await;
+    acme(&env, &a, &issuer).await;
+    let minted = exchange(&a.url, "acme+ci", &github(&issuer)).await;
+    assert_eq!(minted.status, 200, "{}", minted.text);
+    let token = minted.json()["token"].as_str().unwrap().to_string();
+    let login = async |url: &str| {
+        send(
+            reqwest::Client::new()
+                .get(format!("{url}/v2/auth?service=fedgate.test"))
+                .basic_auth("acme+ci", Some(&token)),
+        )
+        .await
+    };
+
+    pg.stop();
+    let during = login(&b.url).await;
+    assert_eq!(during.status, 503, "{}", during.text);
+    assert!(
+        during.headers.contains_key("retry-after"),
+        "{:?}",
+        during.headers
+    );
+    pg.start_again();
+    let took = eventually(Duration::from_secs(15), async || {
+        login(&b.url).await.status == 200
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "the same token works once the database is back"
+    );
+}
