@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::app::AppState;
 use crate::http::listener::{self, ServeOptions};
 use crate::http::router;
+use crate::shared;
 
 /// How often the keyring directory is checked for `keys rotate`.
 const KEYRING_CHECK: Duration = Duration::from_secs(5);
@@ -41,6 +42,10 @@ pub async fn run(
         ))
     });
     let maintenance = tokio::spawn(maintain(state.clone(), stopped(stop_rx.clone())));
+    let changes = tokio::spawn(shared::changes::follow(
+        state.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let notices = state.shared.redis().cloned().map(|redis| {
         let (on_notice, on_gap) = (state.clone(), state.clone());
         let stop = stopped(stop_rx.clone());
@@ -73,6 +78,7 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = maintenance.await;
+    let _ = changes.await;
     if let Some(task) = notices {
         let _ = task.await;
     }
@@ -80,7 +86,8 @@ pub async fn run(
     state.store.close().await;
 }
 
-/// Background upkeep until `stop`: pick up rotated signing keys, drop expired replay records.
+/// Background upkeep until `stop`: pick up rotated signing keys, drop expired replay records
+/// and old entries of the change log.
 async fn maintain(state: AppState, stop: impl Future<Output = ()>) {
     let mut keyring_tick = tokio::time::interval(KEYRING_CHECK);
     let mut purge_tick = tokio::time::interval(REPLAY_PURGE);
@@ -98,6 +105,9 @@ async fn maintain(state: AppState, stop: impl Future<Output = ()>) {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(purged = n, "expired replay records removed"),
                     Err(e) => tracing::warn!(error = %e, "cannot purge replay records"),
+                }
+                if let Err(e) = state.store.purge_changes(shared::changes::KEEP).await {
+                    tracing::warn!(error = %e, "cannot purge the change log");
                 }
             }
         }

@@ -5,6 +5,7 @@ mod harness;
 
 mod authz;
 mod binary;
+mod change_log;
 mod claims;
 mod deploy;
 mod exchange;
