@@ -5,12 +5,12 @@ use std::sync::{Arc, RwLock};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::exchange::RobotCache;
 use crate::http::client_ip::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::oidc::fetch::Fetcher;
 use crate::oidc::keys::{HttpJwksSource, JwksSource, KeyCache, KeyCacheSettings};
 use crate::rng::{Rng, SystemRng};
+use crate::robot_cache::RobotCache;
 use crate::shared::Shared;
 use crate::shared::limits::RateLimiter;
 use crate::shared::redis::RedisShared;
@@ -129,6 +129,7 @@ impl AppState {
             KeyCacheSettings {
                 cooldown_seconds: config.federation.jwks_refresh_cooldown_seconds as i64,
                 max_stale_seconds: config.federation.jwks_max_stale_seconds as i64,
+                budget_bytes: config.limits.jwks_cache_bytes,
             },
             metrics.clone(),
         );
@@ -136,6 +137,7 @@ impl AppState {
             [] => vec![config.server.public_url.clone()],
             configured => configured.to_vec(),
         };
+        let robots = RobotCache::new(config.limits.robot_cache_bytes);
         Ok(Self(Arc::new(Inner {
             shared: Shared::new(store.clone(), clock.clone(), redis),
             recent_access: RateLimiter::new(clock.clone()),
@@ -150,7 +152,7 @@ impl AppState {
             metrics,
             keyring: RwLock::new(Arc::new(keyring)),
             key_cache,
-            robots: RobotCache::default(),
+            robots,
         })))
     }
 

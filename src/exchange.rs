@@ -2,145 +2,23 @@
 //! token. It sequences the checks of [`crate::oidc`] around the key cache, the robot cache, the
 //! replay store and the rate limits; both HTTP forms (`api::exchange`, `api::sts`) call it.
 //!
-//! The warm path (robot cached, issuer keys cached) touches the database once: the replay record.
+//! The warm path (robot cached in [`crate::robot_cache`], issuer keys cached) touches the
+//! database once: the replay record.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
-use crate::names;
 use crate::oidc::jws;
-use crate::oidc::policy::{FederationEntry, Interner, matching_entry};
+use crate::oidc::policy::matching_entry;
 use crate::oidc::verify::{self, Claims};
 use crate::oidc::{Refusal, RefusalCode, issuer_allowed, same_issuer};
+use crate::robot_cache::RobotPolicy;
 use crate::shared::limits::Limited;
-use crate::store::StoreError;
-
-/// How long a robot's federation policy may be served from memory without a change
-/// notification (a safety net; changes made through this gateway invalidate at once).
-const ROBOT_CACHE_TTL: Duration = Duration::from_secs(60);
-const ROBOT_CACHE_CAPACITY: usize = 200_000;
-
-/// What the exchange needs to know about a robot, cached in memory. Kept small: at 100,000
-/// robots every byte here is 100 kB of resident memory (README, "Performance").
-#[derive(Debug)]
-pub struct RobotPolicy {
-    pub robot_id: i64,
-    pub revision: i64,
-    pub entries: Box<[FederationEntry]>,
-}
-
-/// A cached policy and when it was read from the store.
-#[derive(Debug, Clone)]
-struct Cached {
-    loaded: Instant,
-    policy: Arc<RobotPolicy>,
-}
-
-/// Robots' policies by full name. quick_cache rather than moka: a hit is one shard read lock,
-/// and an entry costs about a third of a moka entry; the TTL is checked on read instead.
-pub struct RobotCache {
-    robots: quick_cache::sync::Cache<Box<str>, Cached>,
-    /// Bumped by every invalidation; a load that began before one is not kept, since it may
-    /// have read the rows as they were before the change.
-    generation: AtomicU64,
-    strings: Interner,
-}
-
-impl std::fmt::Debug for RobotCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RobotCache")
-            .field("entries", &self.robots.len())
-            .finish()
-    }
-}
-
-impl Default for RobotCache {
-    fn default() -> Self {
-        Self {
-            robots: quick_cache::sync::Cache::new(ROBOT_CACHE_CAPACITY),
-            generation: AtomicU64::new(0),
-            strings: Interner::default(),
-        }
-    }
-}
-
-impl RobotCache {
-    /// Forgets a robot after it changed (deleted, regenerated, federation replaced).
-    pub fn invalidate(&self, full_name: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.robots.remove(full_name);
-    }
-
-    /// Forgets everything (change notices may have been missed).
-    pub fn clear(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.robots.clear();
-    }
-
-    /// The robot's policy, from memory or from the store. Concurrent misses on one robot each
-    /// read the store (two indexed reads); coalescing them would make every waiter sit out the
-    /// first one's timeout when the database is down.
-    pub async fn get(
-        &self,
-        state: &AppState,
-        full_name: &str,
-    ) -> Result<Option<Arc<RobotPolicy>>, StoreError> {
-        if !state.shared.notices_live() {
-            // Change notices from other replicas may be missed right now: read through.
-            return load_policy(state, full_name, &self.strings).await;
-        }
-        if let Some(cached) = self.robots.get(full_name)
-            && cached.loaded.elapsed() < ROBOT_CACHE_TTL
-        {
-            return Ok(Some(cached.policy)); // the warm path
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        let loaded = Instant::now();
-        // Unknown robots are not cached: the cache then holds only robots that exist, and a
-        // client guessing names pays a read per guess, bounded by the failed-exchange limit.
-        let Some(policy) = load_policy(state, full_name, &self.strings).await? else {
-            return Ok(None);
-        };
-        let cached = Cached {
-            loaded,
-            policy: policy.clone(),
-        };
-        self.robots.insert(full_name.into(), cached);
-        // Checked after inserting, so an invalidation at any point during the load wins.
-        if self.generation.load(Ordering::Acquire) != generation {
-            self.robots.remove(full_name);
-        }
-        Ok(Some(policy))
-    }
-}
-
-async fn load_policy(
-    state: &AppState,
-    full_name: &str,
-    strings: &Interner,
-) -> Result<Option<Arc<RobotPolicy>>, StoreError> {
-    // A name too long to exist is answered without asking the database.
-    let Some((namespace, short)) =
-        names::split_robot_name(full_name).filter(|_| full_name.len() <= names::MAX_NAME_LEN)
-    else {
-        return Ok(None);
-    };
-    let Some(robot) = state.store.robot(namespace, short).await? else {
-        return Ok(None);
-    };
-    let entries = state.store.federation(robot.id).await?;
-    Ok(Some(Arc::new(RobotPolicy {
-        robot_id: robot.id,
-        revision: robot.revision,
-        entries: entries.into_iter().map(|e| e.interned(strings)).collect(),
-    })))
-}
 
 /// The `fed` claim: the identity a robot token was exchanged for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -294,7 +172,11 @@ async fn run(
     let config = &state.config;
     let policy = state
         .robots
-        .get(state, robot_name)
+        .get(
+            state.store.as_ref(),
+            state.shared.notices_live(),
+            robot_name,
+        )
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "robot lookup failed");
@@ -523,7 +405,11 @@ pub async fn verify_minted(
     }
     let policy = state
         .robots
-        .get(state, &claims.sub)
+        .get(
+            state.store.as_ref(),
+            state.shared.notices_live(),
+            &claims.sub,
+        )
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "robot lookup failed");

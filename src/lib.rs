@@ -6,6 +6,8 @@
 //! - [`http`]: the hyper listener (TLS, timeouts, connection cap, graceful shutdown), the router,
 //!   error bodies and the admin-API authentication.
 //! - [`api`]: one file per resource: robots, repository permissions, health.
+//! - [`exchange`]: the token exchange; [`robot_cache`]: robots' policies in memory, bounded in
+//!   bytes.
 //! - [`tokens`]: secrets fedgate creates: opaque tokens (prefix + checksum) and their at-rest
 //!   protection (AES-256-GCM sealing, keyed lookup hashes).
 //! - [`store`]: persistence traits per aggregate and their sqlx implementation (SQLite or PostgreSQL).
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod names;
 pub mod oidc;
 pub mod rng;
+pub mod robot_cache;
 pub mod server;
 pub mod shared;
 pub mod store;

@@ -86,8 +86,8 @@ pub async fn run(
     state.store.close().await;
 }
 
-/// Background upkeep until `stop`: pick up rotated signing keys, drop expired replay records
-/// and old entries of the change log.
+/// Background upkeep until `stop`: pick up rotated signing keys, report the caches' sizes,
+/// drop expired replay records and old entries of the change log.
 async fn maintain(state: AppState, stop: impl Future<Output = ()>) {
     let mut keyring_tick = tokio::time::interval(KEYRING_CHECK);
     let mut purge_tick = tokio::time::interval(REPLAY_PURGE);
@@ -99,6 +99,10 @@ async fn maintain(state: AppState, stop: impl Future<Output = ()>) {
                 if let Err(e) = state.reload_keyring() {
                     tracing::error!(error = %e, "cannot reload the signing keyring; keeping the current one");
                 }
+                let bytes = &state.metrics.cache_bytes;
+                let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                bytes.with_label_values(&["robots"]).set(gauge(state.robots.weight()));
+                bytes.with_label_values(&["jwks"]).set(gauge(state.key_cache.weight()));
             }
             _ = purge_tick.tick() => {
                 match state.store.purge_replay_records(state.clock.unix()).await {

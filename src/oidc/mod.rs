@@ -5,11 +5,13 @@
 //! - [`jws`]: compact JWS parsing and the algorithm allow-list tied to key types.
 //! - [`verify`]: signature and time checks → [`verify::VerifiedIdentity`].
 //! - [`policy`]: federation entries, `*` patterns and conditions → the entry that matched, or why none did.
-//! - [`keys`]: the per-issuer JWKS cache (single flight, kid refetch cooldown, stale-if-error).
+//! - [`keys`]: the per-issuer JWKS cache (single flight, kid refetch cooldown, stale-if-error,
+//!   bounded in bytes); [`host_shares`]: what the issuers under one host may take of it.
 //! - [`discovery`], [`fetch`]: `.well-known/openid-configuration` and the one outbound client.
 
 pub mod discovery;
 pub mod fetch;
+pub mod host_shares;
 pub mod jws;
 pub mod keys;
 pub mod policy;

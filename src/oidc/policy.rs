@@ -50,25 +50,34 @@ impl FederationEntry {
 }
 
 /// One shared copy of each issuer, audience and claim name seen. Forgets everything past
-/// [`Interner::MAX_STRINGS`] (strings of deleted robots would otherwise stay); entries made
+/// [`Interner::MAX_STRINGS`] strings or [`Interner::MAX_BYTES`] of text (strings of deleted
+/// robots would otherwise stay, and a tenant could fill it with large ones); entries made
 /// before keep their copies, so that costs memory, never correctness.
 #[derive(Debug, Default)]
-pub struct Interner(Mutex<HashSet<Arc<str>>>);
+pub struct Interner(Mutex<InternedStrings>);
+
+#[derive(Debug, Default)]
+struct InternedStrings {
+    set: HashSet<Arc<str>>,
+    bytes: usize,
+}
 
 impl Interner {
     const MAX_STRINGS: usize = 100_000;
+    const MAX_BYTES: usize = 8 * 1024 * 1024;
 
     pub fn get(&self, text: &str) -> Arc<str> {
         // A panic cannot leave the set inconsistent (each update is one insert).
         let mut strings = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = strings.get(text) {
+        if let Some(shared) = strings.set.get(text) {
             return shared.clone();
         }
-        if strings.len() >= Self::MAX_STRINGS {
-            strings.clear();
+        if strings.set.len() >= Self::MAX_STRINGS || strings.bytes + text.len() > Self::MAX_BYTES {
+            *strings = InternedStrings::default();
         }
         let shared: Arc<str> = text.into();
-        strings.insert(shared.clone());
+        strings.set.insert(shared.clone());
+        strings.bytes += text.len();
         shared
     }
 }

@@ -469,7 +469,7 @@ mod tests {
                 panic!("{alg:?}: own key not found");
             };
             assert!(
-                key.verify(compact.signing_input, &compact.signature),
+                key.verify(jws_alg, compact.signing_input, &compact.signature),
                 "{alg:?}"
             );
             assert_eq!(ring.jwks()["keys"][0]["alg"], alg.as_str());

@@ -13,6 +13,7 @@ mod federation;
 mod issuers;
 mod listener;
 mod lockout;
+mod memory;
 mod permissions;
 mod registry;
 mod registry_limits;
