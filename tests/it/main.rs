@@ -15,6 +15,7 @@ mod listener;
 mod lockout;
 mod memory;
 mod permissions;
+mod properties;
 mod registry;
 mod registry_limits;
 mod replicas;
