@@ -8,7 +8,8 @@
 //!   itself, where no suffix check ends it early: `*aaa…ab*` (one long piece searched through
 //!   the whole value) and `*a*a*…*a*b*` (511 pieces, then a search through the rest).
 //! - `policy/worst_50_entries`: what one such exchange asks of the matcher: 50 entries of
-//!   that pattern against the claims, none matching.
+//!   that pattern against the claims, none matching; `policy/worst_50_entries_middle`: the
+//!   same with the linear matcher's own worst pattern, `*aaa…ab*`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fedgate::oidc::policy::{FederationEntry, glob, matching_entry};
@@ -45,7 +46,7 @@ fn benches(c: &mut Criterion) {
     let entries: Vec<FederationEntry> = (0..50)
         .map(|i| FederationEntry {
             issuer: ISSUER.into(),
-            subject: format!("*{}b{i}", "a".repeat(1018)).into(),
+            subject: format!("*{}b{i}", "a".repeat(1017)).into(),
             audiences: ["https://github.com/octo-org".into()].into(),
             conditions: Default::default(),
         })
@@ -59,6 +60,16 @@ fn benches(c: &mut Criterion) {
     .unwrap();
     c.bench_function("policy/worst_50_entries", |b| {
         b.iter(|| assert!(matching_entry(&entries, &claims, &[], "acme+ci").is_err()))
+    });
+    let middle: Vec<FederationEntry> = entries
+        .iter()
+        .map(|e| FederationEntry {
+            subject: format!("{}*", e.subject).into(),
+            ..e.clone()
+        })
+        .collect();
+    c.bench_function("policy/worst_50_entries_middle", |b| {
+        b.iter(|| assert!(matching_entry(&middle, &claims, &[], "acme+ci").is_err()))
     });
 }
 
