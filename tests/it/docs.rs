@@ -74,3 +74,26 @@ async fn every_route_is_documented_and_every_documented_endpoint_exists() {
     );
     assert!(documented.contains(&metrics), "/metrics is documented");
 }
+
+#[test]
+fn every_configuration_key_is_documented() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+    let text = std::fs::read_to_string(path).expect("docs/configuration.md exists");
+    let defaults = toml::Table::try_from(fedgate::config::Config::default()).unwrap();
+    let mut keys = 0;
+    for (section, table) in &defaults {
+        for key in table.as_table().expect("sections are tables").keys() {
+            keys += 1;
+            let row = format!("| `{section}.{key}` |");
+            let env = format!("`FEDGATE_{section}_{key}`").to_uppercase();
+            let documented = text
+                .lines()
+                .any(|line| line.starts_with(&row) && line.contains(&env));
+            assert!(
+                documented,
+                "docs/configuration.md has no row for {section}.{key} naming {env}"
+            );
+        }
+    }
+    assert!(keys > 25, "{keys} keys");
+}
