@@ -148,12 +148,7 @@ async fn replace(
         .await
     {
         Ok(()) => {}
-        Err(StoreError::Missing(_)) => {
-            return Err(ApiError::not_found(format!(
-                "Robot not found: {}",
-                robot.full_name()
-            )));
-        }
+        Err(StoreError::Missing(_)) => return Err(ApiError::robot_not_found()),
         Err(e) => return Err(e.into()),
     }
     state.robot_changed(&robot.full_name()).await;

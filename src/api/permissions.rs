@@ -77,7 +77,7 @@ async fn robot(state: &AppState, namespace: &str, full_name: &str) -> Result<Rob
         .store
         .robot(namespace, short)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("Robot not found: {full_name}")))
+        .ok_or_else(ApiError::robot_not_found)
 }
 
 /// `GET .../permissions/user/`: every robot's role on the repository.
@@ -141,9 +141,7 @@ pub async fn set(
         .set_permission(robot.id, &repo, role)
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::Missing(_) => {
-                ApiError::not_found(format!("Robot not found: {}", robot.full_name()))
-            }
+            crate::store::StoreError::Missing(_) => ApiError::robot_not_found(),
             other => other.into(),
         })?;
     audit::admin_change(

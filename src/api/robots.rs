@@ -100,7 +100,7 @@ pub(crate) async fn administered_robot(
         .store
         .robot(namespace, &short)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("Robot not found: {namespace}+{short}")))
+        .ok_or_else(ApiError::robot_not_found)
 }
 
 fn reveal_token(state: &AppState, robot: &Robot) -> Result<SecretString, ApiError> {
@@ -280,10 +280,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let (access, short) = target(&state, &caller, &params).await?;
     if !state.store.delete_robot(&access.namespace, &short).await? {
-        return Err(ApiError::not_found(format!(
-            "Robot not found: {}+{short}",
-            access.namespace
-        )));
+        return Err(ApiError::robot_not_found());
     }
     let full_name = format!("{}+{short}", access.namespace);
     state.robot_changed(&full_name).await;
@@ -299,12 +296,11 @@ pub async fn regenerate(
 ) -> Result<Json<RobotView>, ApiError> {
     let robot = administered_robot(&state, &caller, &params).await?;
     let (sealed, lookup) = new_token(&state, robot.id)?;
-    let full_name = robot.full_name();
     let robot = state
         .store
         .replace_robot_token(robot.id, &sealed, &lookup, random_i64(&state)?)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("Robot not found: {full_name}")))?;
+        .ok_or_else(ApiError::robot_not_found)?;
 
     state.robot_changed(&robot.full_name()).await;
     audit::admin_change(&caller, "robot.regenerate", &robot.full_name());

@@ -138,7 +138,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     }
     let error = response.extensions_mut().remove::<ApiError>();
     if let Some(error) = &error {
-        let body = error.body(&state.config.server.public_url).to_string();
+        // Strings and a number: serializing cannot fail.
+        let body =
+            serde_json::to_string(&error.body(&state.config.server.public_url)).unwrap_or_default();
         *response.body_mut() = Body::from(body);
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -11,6 +11,7 @@ mod exchange;
 mod federation;
 mod listener;
 mod permissions;
+mod quay;
 mod registry;
 mod replicas;
 mod robots;
