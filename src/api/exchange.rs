@@ -67,13 +67,21 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<BasicCredentials, Refusa
     Ok(BasicCredentials { decoded, colon })
 }
 
-/// The JSON error body of 7.1: `{"error": <message>, "error_code": <code>}`.
+/// A refused exchange.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ExchangeErrorBody<'a> {
+    /// What failed, naming the received value.
+    error: &'a str,
+    /// `expired`, `audience_mismatch`, `replayed`, ... (see the API reference).
+    error_code: &'a str,
+}
+
 fn error(status: StatusCode, code: &str, message: &str, retry_after: Option<u64>) -> Response {
-    let mut response = (
-        status,
-        Json(serde_json::json!({ "error": message, "error_code": code })),
-    )
-        .into_response();
+    let body = ExchangeErrorBody {
+        error: message,
+        error_code: code,
+    };
+    let mut response = (status, Json(body)).into_response();
     if let Some(seconds) = retry_after {
         response
             .headers_mut()
@@ -115,15 +123,34 @@ fn failure(state: &AppState, err: ExchangeError) -> Response {
     }
 }
 
-/// The 7.1 success body.
-#[derive(serde::Serialize)]
-struct Issued<'a> {
+/// A minted robot token.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Issued<'a> {
+    /// The robot token (a JWT): the password for `/v2/auth` as the robot.
     token: &'a str,
+    /// Seconds until it expires.
     expires_in: u64,
+    /// `Bearer`.
     token_type: &'static str,
 }
 
+/// Exchange an identity token for a robot token (Quay's form)
+///
+/// `Authorization: Basic base64(<robot full name>:<OIDC identity token>)`, by GET or POST.
 /// The request is taken whole (last extractor) so its headers are read, not cloned.
+#[utoipa::path(
+    method(get, post),
+    path = "/oauth2/federation/robot/token",
+    operation_id = "federationRobotToken",
+    tag = "exchange",
+    security(("robot_identity" = [])),
+    responses(
+        (status = 200, description = "A robot token", body = Issued),
+        (status = 401, description = "The identity token or the request was refused", body = ExchangeErrorBody),
+        (status = 429, description = "Too many attempts; see `Retry-After`", body = ExchangeErrorBody),
+        (status = 503, description = "The issuer or the database is unreachable; see `Retry-After`", body = ExchangeErrorBody),
+    ),
+)]
 pub async fn exchange(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,

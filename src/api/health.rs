@@ -9,13 +9,34 @@ use http::{StatusCode, header};
 use crate::app::AppState;
 use crate::metrics::Metrics;
 
-/// `GET /healthz`: 200 while the process can answer at all.
+/// Liveness: the process answers
+///
+/// `{"status": "ok"}` while the process can answer at all.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    responses((status = 200, description = "Alive", body = serde_json::Value)),
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when the database (and Redis, when configured) answer, else 503, so the
-/// load balancer stops sending requests this replica cannot serve.
+/// Readiness: the database (and Redis) answer
+///
+/// 200 when the database (and Redis, when configured) answer, else 503 naming which does not,
+/// so the load balancer stops sending requests this replica cannot serve.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = serde_json::Value),
+        (status = 503, description = "A dependency is unreachable", body = serde_json::Value),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let database = match state.store.ping().await {
         Ok(()) => "ok",

@@ -1,6 +1,7 @@
 //! The HTTP endpoints, one file per resource. Handlers take plain extractors and return
 //! `Result<_, ApiError>`; routing lives in `http::router`.
 
+pub mod discovery;
 pub mod exchange;
 pub mod federation;
 pub mod health;

@@ -155,6 +155,29 @@ async fn issue(
     Ok((token, claims.access))
 }
 
+/// Get a registry token (Docker token service)
+///
+/// `Authorization: Basic base64(<robot full name>:<robot token or minted token>)`, with
+/// `service` and `scope=repository:<ns>/<repo>:pull,push` parameters. Success is
+/// `{"token", "access_token", "expires_in", "issued_at"}`; refusals are distribution's
+/// `{"errors": [{"code", "message"}]}`.
+#[utoipa::path(
+    get,
+    path = "/v2/auth",
+    operation_id = "registryToken",
+    tag = "registry",
+    security(("robot_password" = [])),
+    params(
+        ("service" = Option<String>, Query, description = "The registry's service name"),
+        ("scope" = Option<Vec<String>>, Query, description = "`repository:<ns>/<repo>:<actions>`, repeatable"),
+    ),
+    responses(
+        (status = 200, description = "A registry token", body = serde_json::Value),
+        (status = 400, description = "The request is malformed", body = serde_json::Value),
+        (status = 401, description = "The credentials are missing or wrong", body = serde_json::Value),
+        (status = 503, description = "The database is unavailable", body = serde_json::Value),
+    ),
+)]
 pub async fn token(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,

@@ -23,17 +23,56 @@ pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const RESOURCE_PREFIX: &str = "urn:quay:robot:";
 
+/// RFC 6749 §5.2's error body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OAuthError<'a> {
+    /// `invalid_request`, `invalid_target`, `unsupported_grant_type`, `slow_down`, ...
+    error: &'a str,
+    /// The exchange's error code and message (`expired: ...`).
+    error_description: &'a str,
+}
+
+/// RFC 8693 §2.2.1's answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TokenExchanged<'a> {
+    /// The robot token (a JWT).
+    access_token: &'a str,
+    /// `urn:ietf:params:oauth:token-type:jwt`.
+    issued_token_type: &'static str,
+    /// `Bearer`.
+    token_type: &'static str,
+    /// Seconds until it expires.
+    expires_in: u64,
+}
+
+/// The form fields of the request.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the form for the OpenAPI document; the handler parses it by hand"
+)]
+pub struct TokenExchangeForm {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`
+    grant_type: String,
+    /// The OIDC identity token.
+    subject_token: String,
+    /// `urn:ietf:params:oauth:token-type:jwt` or `...:id_token`
+    subject_token_type: String,
+    /// `urn:quay:robot:<robot full name>`
+    resource: String,
+}
+
 fn oauth_error(
     status: StatusCode,
     error: &str,
     description: &str,
     retry_after: Option<u64>,
 ) -> Response {
-    let mut response = (
-        status,
-        Json(serde_json::json!({ "error": error, "error_description": description })),
-    )
-        .into_response();
+    let body = OAuthError {
+        error,
+        error_description: description,
+    };
+    let mut response = (status, Json(body)).into_response();
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -80,6 +119,21 @@ impl Params {
     }
 }
 
+/// Exchange an identity token for a robot token (RFC 8693)
+#[utoipa::path(
+    post,
+    path = "/oauth2/token",
+    operation_id = "tokenExchange",
+    tag = "exchange",
+    request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A robot token", body = TokenExchanged),
+        (status = 400, description = "The request or the identity token was refused", body = OAuthError),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = OAuthError),
+        (status = 429, description = "Too many attempts; see `Retry-After`", body = OAuthError),
+        (status = 503, description = "The issuer or the database is unreachable; see `Retry-After`", body = OAuthError),
+    ),
+)]
 pub async fn token(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,
@@ -139,12 +193,12 @@ pub async fn token(
     };
     match exchange::exchange(&state, Ok((robot, subject_token)), client).await {
         Ok(minted) => {
-            let mut response = Json(serde_json::json!({
-                "access_token": minted.token.expose_secret(),
-                "issued_token_type": TOKEN_TYPE_JWT,
-                "token_type": "Bearer",
-                "expires_in": minted.expires_in,
-            }))
+            let mut response = Json(TokenExchanged {
+                access_token: minted.token.expose_secret(),
+                issued_token_type: TOKEN_TYPE_JWT,
+                token_type: "Bearer",
+                expires_in: minted.expires_in,
+            })
             .into_response();
             response
                 .headers_mut()

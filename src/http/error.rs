@@ -10,6 +10,7 @@ use std::fmt::Display;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
@@ -52,7 +53,7 @@ pub struct ApiError {
 }
 
 /// The body every admin-API error is answered with.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// The HTTP status.
     pub status: u16,
@@ -135,6 +136,26 @@ impl ApiError {
             message: self.quay_message.then(|| self.message.clone()),
         }
     }
+}
+
+/// The error answers of the admin API, for the operations' OpenAPI descriptions.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminErrors {
+    /// Invalid input: a name that breaks a rule, a body that does not parse (`invalid_request`).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No API token, or an invalid or expired one (`invalid_token`).
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// The token lacks the scope, or its user the role (`insufficient_scope`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The namespace or robot does not exist (`not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The database is unavailable; `Retry-After: 1` (`downstream_issue`).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 impl From<StoreError> for ApiError {

@@ -6,6 +6,7 @@ mod harness;
 mod authz;
 mod binary;
 mod deploy;
+mod discovery;
 mod docs;
 mod exchange;
 mod federation;
