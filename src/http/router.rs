@@ -21,7 +21,8 @@ use super::ClientAddr;
 use super::auth::Scope;
 use super::error::{ApiError, ErrorType};
 use crate::api::{
-    discovery, exchange, federation, health, permissions, registry_auth, robots, sts, well_known,
+    discovery, entities, exchange, federation, health, organization, permissions, registry_auth,
+    robots, sts, user, well_known,
 };
 use crate::app::AppState;
 use crate::metrics::Metrics;
@@ -59,6 +60,9 @@ pub fn routes() -> Vec<(String, Endpoint)> {
         routes!(well_known::openid_configuration),
         routes!(health::healthz),
         routes!(health::readyz),
+        routes!(user::get),
+        routes!(organization::get),
+        routes!(entities::search),
         routes!(discovery::document),
     ]);
     endpoints
