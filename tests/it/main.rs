@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod ansible;
 mod authz;
 mod binary;
 mod deploy;
