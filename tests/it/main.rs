@@ -14,3 +14,4 @@ mod permissions;
 mod registry;
 mod replicas;
 mod robots;
+mod upgrades;
