@@ -226,7 +226,7 @@ pub fn load_keyring(config: &Config, now: i64) -> Result<Keyring, KeyringError> 
 /// What opening the database may do to its schema (the policy is in [`crate::store::schema`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchemaPolicy {
-    /// Apply pending migrations first: `fedgate migrate`, `serve --migrate`, tests.
+    /// Apply pending migrations first: `fedgate migrate`, `serve`, tests.
     Migrate,
     /// Change nothing; refuse a schema older than this binary needs.
     Require,

@@ -38,12 +38,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway. It refuses a database schema older than it needs unless --migrate.
+    /// Run the gateway, applying pending database migrations first (unless --no-migrate).
     Serve {
-        /// Apply pending database migrations before serving (one node; several replicas run
-        /// `fedgate migrate` as a separate step).
+        /// Do not migrate: refuse a database schema older than this binary needs. For
+        /// deployments that run `fedgate migrate` as their own step before a rollout.
         #[arg(long)]
-        migrate: bool,
+        no_migrate: bool,
     },
     /// Apply pending database migrations and exit; a no-op on a newer schema.
     Migrate,
@@ -147,11 +147,11 @@ fn usage(e: impl std::fmt::Display) -> CliError {
 /// Runs one verb to completion.
 pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
     match command {
-        Command::Serve { migrate } => {
-            let schema = if migrate {
-                SchemaPolicy::Migrate
-            } else {
+        Command::Serve { no_migrate } => {
+            let schema = if no_migrate {
                 SchemaPolicy::Require
+            } else {
+                SchemaPolicy::Migrate
             };
             serve(config, schema).await
         }

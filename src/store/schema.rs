@@ -1,8 +1,10 @@
 //! The schema policy that keeps rolling upgrades and rollbacks safe.
 //!
-//! - Only `fedgate migrate` and `fedgate serve --migrate` change the schema. Every other verb
-//!   (and `serve` without `--migrate`) reads where the schema stands and refuses to run on one
-//!   older than it needs, naming the command that fixes it.
+//! - Only `fedgate migrate` and `fedgate serve` change the schema (`serve --no-migrate` does
+//!   not: deployments that migrate as their own step use it). Every admin verb reads where the
+//!   schema stands and refuses to run on one older than it needs, naming the command that
+//!   fixes it, so an admin with a newer CLI never migrates production by accident. `serve`
+//!   migrates before it binds its ports, so a long migration never meets a liveness probe.
 //! - A binary runs against a schema newer than it knows (the next release already migrated:
 //!   a rollback, or old replicas still running mid-rollout). sqlx's migrator is told to ignore
 //!   applied migrations it does not know, and `migrate` from the older binary is then a no-op.
@@ -37,7 +39,7 @@ pub enum SchemaState {
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     #[error(
-        "the database has no fedgate schema yet: run `fedgate migrate` first (or `fedgate serve --migrate`)"
+        "the database has no fedgate schema yet: run `fedgate migrate` (or `fedgate serve`) first"
     )]
     Empty,
     #[error(

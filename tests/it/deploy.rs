@@ -136,7 +136,7 @@ fn kubernetes_manifests_are_consistent() {
     );
     assert_eq!(
         strings(&container["args"]),
-        ["serve"],
+        ["serve", "--no-migrate"],
         "serve never migrates here"
     );
     assert_eq!(init["env"], container["env"], "both see the same database");
@@ -362,7 +362,10 @@ fn compose_services_agree_with_the_configuration() {
         Some(format!("{}/v2/auth", config.server.public_url).as_str())
     );
     assert_eq!(strings(&doc["services"]["migrate"]["command"]), ["migrate"]);
-    assert_eq!(strings(&doc["services"]["fedgate"]["command"]), ["serve"]);
+    assert_eq!(
+        strings(&doc["services"]["fedgate"]["command"]),
+        ["serve", "--no-migrate"]
+    );
     for service in ["migrate", "registry-cert"] {
         let other: Vec<(String, String)> = doc["services"][service]["environment"]
             .as_hash()
@@ -457,7 +460,10 @@ fn the_systemd_unit_is_hardened_and_migrates_before_serving() {
         ["/usr/local/bin/fedgate migrate"],
         "the one migration step"
     );
-    assert_eq!(values("ExecStart"), ["/usr/local/bin/fedgate serve"]);
+    assert_eq!(
+        values("ExecStart"),
+        ["/usr/local/bin/fedgate serve --no-migrate"]
+    );
     assert_eq!(
         values("Environment"),
         ["FEDGATE_CONFIG=/etc/fedgate/fedgate.toml"]

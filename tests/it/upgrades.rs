@@ -1,6 +1,6 @@
 //! The migration policy (docs/operations.md, "Upgrades and rollbacks"): only `fedgate migrate`
-//! and `serve --migrate` change the schema; other verbs refuse an older schema with the
-//! command that fixes it; a binary runs against the next release's (additive) schema.
+//! and `serve` (without `--no-migrate`) change the schema; admin verbs refuse an older schema
+//! with the command that fixes it; a binary runs against the next release's (additive) schema.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -137,15 +137,15 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Admin verbs and `serve` never migrate: on an empty database and on one a migration behind
-/// they refuse, name the command that fixes it, and leave the schema as it was.
+/// Admin verbs and `serve --no-migrate` never migrate: on an empty database and on one a
+/// migration behind they refuse, name the command that fixes it, and leave the schema as it was.
 async fn verbs_never_migrate_unless_asked(backend: Backend) {
     let issuer = Issuer::rsa().await;
     let site = Site::new(backend, &issuer).await;
 
     for args in [
         &["user", "create", "alice"][..],
-        &["serve"],
+        &["serve", "--no-migrate"],
         &["token", "create", "alice", "--scope", "org:admin"],
     ] {
         let out = site.run(args);
@@ -162,7 +162,7 @@ async fn verbs_never_migrate_unless_asked(backend: Backend) {
     let previous = site.migrations("previous", 1, &[]);
     site.migrate_with(&previous).await;
     assert_eq!(site.applied_versions().await, [1]);
-    for args in [&["user", "create", "alice"][..], &["serve"]] {
+    for args in [&["user", "create", "alice"][..], &["serve", "--no-migrate"]] {
         let out = site.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         assert!(
@@ -184,6 +184,20 @@ async fn verbs_never_migrate_unless_asked(backend: Backend) {
     assert_eq!(site.applied_versions().await, [1, 2]);
     let again = site.run(&["migrate"]);
     assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
+    let created = site.run(&["user", "create", "alice"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+}
+
+/// `serve` on a new database migrates it before it listens (a first start on the embedded
+/// defaults needs no other step), and then admin verbs work.
+async fn serve_migrates_a_new_database(backend: Backend) {
+    let issuer = Issuer::rsa().await;
+    let site = Site::new(backend, &issuer).await;
+    assert!(site.applied_versions().await.is_empty());
+    let replica = Replica::start(&site.env, site.dir.path(), "first").await;
+    let ready = send(reqwest::Client::new().get(format!("{}/readyz", replica.url))).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(site.applied_versions().await, [1, 2]);
     let created = site.run(&["user", "create", "alice"]);
     assert!(created.status.success(), "{}", stderr(&created));
 }
@@ -254,6 +268,7 @@ async fn this_binary_runs_on_the_next_releases_schema(backend: Backend) {
 }
 
 on_both_databases!(
+    serve_migrates_a_new_database,
     verbs_never_migrate_unless_asked,
     this_binary_runs_on_the_next_releases_schema
 );
