@@ -17,3 +17,4 @@ mod quay;
 mod registry;
 mod replicas;
 mod robots;
+mod upgrades;
