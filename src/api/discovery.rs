@@ -1,14 +1,17 @@
 //! `GET /api/v1/discovery`: the OpenAPI 3.1 description of fedgate's API, where Quay serves its
 //! Swagger document. It is built from the route table (`http::router::routes`), whose every
 //! entry carries its handlers' `#[utoipa::path]` annotations, so the document lists exactly
-//! the routes the router serves.
+//! the routes the router serves. It is built and serialized once per process (a few
+//! milliseconds); each answer only adds the gateway's URL.
 
-use axum::Json;
+use std::sync::LazyLock;
+
 use axum::extract::State;
+use axum::response::IntoResponse;
+use http::header::CONTENT_TYPE;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder, PathItem, Paths,
-    Server,
 };
 use utoipa::{PartialSchema, ToSchema};
 
@@ -24,8 +27,21 @@ const ROBOT_IDENTITY: &str = "robot_identity";
 /// Basic `<robot full name>:<robot token or minted token>` (`/v2/auth`).
 const ROBOT_PASSWORD: &str = "robot_password";
 
-/// The document, with `public_url` as its server.
-pub fn openapi(public_url: &str) -> OpenApi {
+/// The document without its `servers`, serialized: it depends on the code alone.
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    serde_json::to_string(&openapi()).expect("the OpenAPI document serializes to JSON")
+});
+
+/// The document as JSON, with `public_url` as its server.
+pub fn document_json(public_url: &str) -> String {
+    let servers = serde_json::json!([{ "url": public_url.trim_end_matches('/') }]);
+    // DOCUMENT is a JSON object without `servers`: open it, add them, keep the rest.
+    let rest = DOCUMENT.strip_prefix('{').unwrap_or_default();
+    format!("{{\"servers\":{servers},{rest}")
+}
+
+/// The document, without `servers` (they depend on the configuration).
+pub fn openapi() -> OpenApi {
     let mut paths = Paths::new();
     // The error answers (`AdminErrors`) name this schema without bringing it along.
     let mut schemas = vec![(ErrorBody::name().into_owned(), ErrorBody::schema())];
@@ -82,9 +98,6 @@ pub fn openapi(public_url: &str) -> OpenApi {
                 ))
                 .build(),
         )
-        .servers(Some([Server::new(
-            public_url.trim_end_matches('/').to_string(),
-        )]))
         .paths(paths)
         .components(Some(components))
         .build()
@@ -122,6 +135,23 @@ fn one_id_per_method(item: &mut PathItem) {
     tag = "discovery",
     responses((status = 200, description = "The OpenAPI document", body = serde_json::Value)),
 )]
-pub async fn document(State(state): State<AppState>) -> Json<OpenApi> {
-    Json(openapi(&state.config.server.public_url))
+pub async fn document(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        document_json(&state.config.server.public_url),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_document_is_the_built_one_with_the_gateways_url() {
+        let served: serde_json::Value =
+            serde_json::from_str(&document_json("https://fed.example/")).unwrap();
+        let mut built = serde_json::to_value(openapi()).unwrap();
+        built["servers"] = serde_json::json!([{"url": "https://fed.example"}]);
+        assert_eq!(served, built);
+    }
 }

@@ -21,10 +21,11 @@ pub fn tool(name: &str, test: &str) -> Option<PathBuf> {
     match path {
         Some(path) if path.exists() => Some(path),
         _ => {
+            let venv = venv().map(|dir| dir.display().to_string());
             eprintln!(
-                "SKIPPED {test}: {name} is not installed in {:?}; scripts/test installs it \
+                "SKIPPED {test}: {name} is not installed in {}; scripts/test installs it \
                  (tests/python-requirements.txt)",
-                venv()
+                venv.as_deref().unwrap_or("the cache directory (no HOME)")
             );
             None
         }
