@@ -11,5 +11,6 @@ mod federation;
 mod listener;
 mod permissions;
 mod registry;
+mod registry_clients;
 mod replicas;
 mod robots;
