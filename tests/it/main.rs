@@ -12,5 +12,6 @@ mod listener;
 mod permissions;
 mod registry;
 mod registry_clients;
+mod registry_oauth;
 mod replicas;
 mod robots;
