@@ -15,3 +15,4 @@ mod registry_clients;
 mod registry_oauth;
 mod replicas;
 mod robots;
+mod rotation;

@@ -12,7 +12,7 @@ use crate::harness::replica::{Replica, acme_admin, admin};
 use crate::harness::{Reply, send};
 
 /// The environment every replica of one deployment shares.
-fn deployment(
+pub fn deployment(
     database_url: &str,
     redis_url: Option<&str>,
     issuer: &Issuer,
