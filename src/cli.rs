@@ -75,7 +75,11 @@ pub enum KeysCommand {
     List,
     /// Print a self-signed certificate (PEM) for every published signing key: the
     /// `auth.token.rootcertbundle` a Docker registry (distribution 2.x and 3.x) needs.
-    RegistryCert,
+    RegistryCert {
+        /// Only this key's certificate (for registries that trust one key, such as zot).
+        #[arg(long)]
+        kid: Option<String>,
+    },
     /// Print the JWKS of every published signing key: the `auth.token.jwks` file distribution
     /// 3.x can use instead of a bundle (with `registry.token_x5c = false`).
     RegistryJwks,
@@ -306,9 +310,20 @@ fn keys(command: KeysCommand, config: &Config) -> Result<(), CliError> {
             }
             Ok(())
         }
-        KeysCommand::RegistryCert => {
+        KeysCommand::RegistryCert { kid } => {
             let ring = load_keyring(config, now).map_err(failure)?;
-            for key in ring.published() {
+            let keys: Vec<_> = ring
+                .published()
+                .iter()
+                .filter(|k| kid.as_ref().is_none_or(|kid| k.kid == *kid))
+                .collect();
+            if keys.is_empty() {
+                return Err(failure(format!(
+                    "no published signing key has kid {}",
+                    kid.unwrap_or_default()
+                )));
+            }
+            for key in keys {
                 print!("{}", key.registry_certificate(now).map_err(failure)?);
             }
             Ok(())

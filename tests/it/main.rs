@@ -8,6 +8,7 @@ mod binary;
 mod deploy;
 mod exchange;
 mod federation;
+mod keys;
 mod listener;
 mod permissions;
 mod registry;
