@@ -228,6 +228,16 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
 fn keys(command: KeysCommand, config: &Config) -> Result<(), CliError> {
     let now = SystemClock.unix();
     let dir = &config.keys.dir;
+    if matches!(
+        command,
+        KeysCommand::List | KeysCommand::RegistryCert { .. } | KeysCommand::RegistryJwks
+    ) && key_files::list(dir).map_err(failure)?.is_empty()
+    {
+        // As before staged rotation, the first look at an empty directory makes its first key
+        // (deploy/compose.yaml writes the bundle before any gateway has started).
+        let delay = i64::try_from(config.keys.activation_delay_seconds).unwrap_or(i64::MAX);
+        signing::stage(dir, signing_alg(config), delay, now).map_err(failure)?;
+    }
     match command {
         KeysCommand::Rotate => {
             // The at-rest key too, so an empty directory becomes a complete keys directory.

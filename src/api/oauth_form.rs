@@ -9,6 +9,15 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 
+/// A successful token answer (RFC 6749 §5.1): the JSON body, never cached.
+pub fn token_response(body: serde_json::Value) -> Response {
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// An RFC 6749 §5.2 error answer.
 pub fn oauth_error(
     status: StatusCode,

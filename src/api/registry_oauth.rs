@@ -14,15 +14,14 @@
 //! `unsupported_grant_type`, and `access_type=offline` gets the same answer as `online`,
 //! without a `refresh_token` (the field is optional in the spec).
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, StatusCode};
 
-use super::oauth_form::{BodyError, Params, invalid_request, oauth_error};
+use super::oauth_form::{BodyError, Params, invalid_request, oauth_error, token_response};
 use super::registry_auth::{self, Denied, TokenRequest};
 use crate::app::AppState;
 use crate::http::ClientAddr;
@@ -124,18 +123,13 @@ pub async fn token(
     match registry_auth::serve(&state, request).await {
         Ok(issued) => {
             let scope: Vec<String> = issued.access.iter().map(|a| a.scope()).collect();
-            let mut response = Json(serde_json::json!({
+            token_response(serde_json::json!({
                 "access_token": issued.token,
                 "token_type": "Bearer",
                 "expires_in": issued.expires_in,
                 "issued_at": issued.issued_at,
                 "scope": scope.join(" "),
             }))
-            .into_response();
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
         }
         Err(Denied::Unauthorized(message)) => {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &message, None)

@@ -4,16 +4,14 @@
 //! `subject_token_type=...:jwt` (or `...:id_token`), `resource=urn:quay:robot:<robot>`.
 //! Errors follow RFC 8693 §2.2.2 / RFC 6749 §5.2, with the SPEC 7.1 code in the description.
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
-use http::header::CACHE_CONTROL;
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use secrecy::ExposeSecret;
 
-use super::oauth_form::{Params, invalid_request, oauth_error};
+use super::oauth_form::{Params, invalid_request, oauth_error, token_response};
 use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
@@ -79,19 +77,12 @@ pub async fn token(
         );
     };
     match exchange::exchange(&state, Ok((robot, subject_token)), client).await {
-        Ok(minted) => {
-            let mut response = Json(serde_json::json!({
-                "access_token": minted.token.expose_secret(),
-                "issued_token_type": TOKEN_TYPE_JWT,
-                "token_type": "Bearer",
-                "expires_in": minted.expires_in,
-            }))
-            .into_response();
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
+        Ok(minted) => token_response(serde_json::json!({
+            "access_token": minted.token.expose_secret(),
+            "issued_token_type": TOKEN_TYPE_JWT,
+            "token_type": "Bearer",
+            "expires_in": minted.expires_in,
+        })),
         Err(ExchangeError::Refused(r)) => {
             let description = format!("{}: {}", r.code, r.message);
             match r.code {

@@ -13,6 +13,7 @@ use crate::harness::registry::{Registry, TokenAuth, Trust, oci_image};
 use crate::harness::replica::{Replica, acme_admin, admin};
 use crate::harness::{Backend, Gateway, Reply, send};
 use crate::registry::{acme, minted, robot_token};
+use crate::replicas::call;
 
 /// `POST /v2/auth` with `form` as an `application/x-www-form-urlencoded` body.
 async fn post_form(url: &str, form: &[(&str, &str)]) -> Reply {
@@ -22,16 +23,6 @@ async fn post_form(url: &str, form: &[(&str, &str)]) -> Reply {
             .form(form),
     )
     .await
-}
-
-async fn call(url: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
-    let mut request = reqwest::Client::new()
-        .request(method.parse().unwrap(), format!("{url}{path}"))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    send(request).await
 }
 
 /// The `http` request lines of a replica's JSON log for `/v2/auth`, as `(method, status)`.

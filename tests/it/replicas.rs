@@ -45,7 +45,7 @@ fn entries(issuer: &Issuer, subject: &str) -> Value {
     json!([{"issuer": issuer.url, "subject": subject, "audiences": ["https://github.com/octo-org"]}])
 }
 
-async fn call(url: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+pub async fn call(url: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
     let mut request = reqwest::Client::new()
         .request(method.parse().unwrap(), format!("{url}{path}"))
         .bearer_auth(token);
@@ -81,7 +81,7 @@ async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> O
 }
 
 /// Sets up org `acme` with robot `ci` federated for `subject`; returns the admin API token.
-async fn acme(env: &[(String, String)], replica: &Replica, issuer: &Issuer) -> String {
+pub async fn acme(env: &[(String, String)], replica: &Replica, issuer: &Issuer) -> String {
     let token = acme_admin(env);
     let created = call(
         &replica.url,

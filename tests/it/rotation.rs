@@ -16,9 +16,9 @@ use crate::harness::issuer::Issuer;
 use crate::harness::postgres;
 use crate::harness::redis::RedisServer;
 use crate::harness::registry::{Distribution, Registry, TokenAuth, Trust, oci_image};
-use crate::harness::replica::{Replica, acme_admin, admin};
+use crate::harness::replica::{Replica, admin};
 use crate::harness::{Reply, send};
-use crate::replicas::deployment;
+use crate::replicas::{acme, call, deployment};
 
 /// A client that opens a new connection per request, so the balancer spreads them.
 fn client() -> reqwest::Client {
@@ -229,7 +229,6 @@ async fn a_staged_rotation_under_load_refuses_nothing() {
     admin(&env, &["keys", "rotate"]);
     let first_kid = admin(&env, &["keys", "list"]);
     let first_kid = first_kid.split_whitespace().next().unwrap().to_string();
-    let api = acme_admin(&env);
     let a = Replica::start(&env, dir.path(), "a").await;
     let b = Replica::start(&env, dir.path(), "b").await;
     let balancer = Balancer::start(
@@ -238,31 +237,16 @@ async fn a_staged_rotation_under_load_refuses_nothing() {
             .to_vec(),
     )
     .await;
-    for (method, path, body) in [
-        ("PUT", "/api/v1/organization/acme/robots/ci", None),
-        (
-            "POST",
-            "/api/v1/organization/acme/robots/ci/federation",
-            Some(
-                json!([{"issuer": issuer.url, "subject": "repo:octo-org/octo-repo:*",
-                         "audiences": ["https://github.com/octo-org"]}]),
-            ),
-        ),
-        (
-            "PUT",
-            "/api/v1/repository/acme/app/permissions/user/acme+ci",
-            Some(json!({"role": "write"})),
-        ),
-    ] {
-        let mut request = client()
-            .request(method.parse().unwrap(), format!("{}{path}", a.url))
-            .bearer_auth(&api);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let reply = send(request).await;
-        assert!(reply.status < 300, "{method} {path}: {}", reply.text);
-    }
+    let api = acme(&env, &a, &issuer).await;
+    let grant = call(
+        &a.url,
+        "PUT",
+        "/api/v1/repository/acme/app/permissions/user/acme+ci",
+        &api,
+        Some(json!({"role": "write"})),
+    )
+    .await;
+    assert_eq!(grant.status, 200, "{}", grant.text);
     let service = "fedgate.test".to_string();
     let registry = Arc::new(RwLock::new(
         Registry::start_with(
