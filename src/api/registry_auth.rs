@@ -199,14 +199,19 @@ async fn issue(state: &AppState, request: &TokenRequest<'_>) -> Result<Issued, D
     })
 }
 
-/// `client_id` as the client named itself (RFC 6749 A.1: printable ASCII), for the audit line;
-/// anything else is left out rather than logged.
+/// A `client_id` fit for the audit line: printable ASCII (RFC 6749 A.1), at most 100 bytes.
+pub(super) fn is_client_id(value: &str) -> bool {
+    value.len() <= 100 && value.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// `client_id` as the client named itself, for the audit line; anything unfit is left out
+/// rather than logged.
 fn client_id(params: &[(String, String)]) -> Option<&str> {
     params
         .iter()
         .find(|(k, _)| k == "client_id")
         .map(|(_, v)| v.as_str())
-        .filter(|v| v.len() <= 100 && v.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+        .filter(|v| is_client_id(v))
 }
 
 /// The core `GET` and `POST /v2/auth` share: authenticates the robot, grants what its roles

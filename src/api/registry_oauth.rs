@@ -66,18 +66,17 @@ fn check_form(params: &Params) -> Result<(&str, &str), FormError> {
                 "fedgate issues no refresh tokens: use grant_type=password with the robot's token or a token from the exchange".into(),
             ));
         }
-        other => {
-            return Err(FormError::GrantType(format!(
-                "grant_type {other:?} is not supported; use password"
-            )));
+        _ => {
+            return Err(FormError::GrantType(
+                "this grant_type is not supported; use password".into(),
+            ));
         }
     }
     let username = params.required("username").map_err(FormError::Invalid)?;
     let password = params.required("password").map_err(FormError::Invalid)?;
     params.required("service").map_err(FormError::Invalid)?;
     let client_id = params.required("client_id").map_err(FormError::Invalid)?;
-    // RFC 6749 A.1: client_id is printable ASCII (it reaches the audit line).
-    if client_id.len() > 100 || !client_id.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+    if !registry_auth::is_client_id(client_id) {
         return Err(FormError::Invalid(
             "client_id must be at most 100 printable ASCII characters".into(),
         ));

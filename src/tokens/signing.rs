@@ -430,9 +430,10 @@ impl Keyring {
 
     /// What `key` (a published key) does at `now`.
     pub fn state(&self, key: &SigningKey, now: i64) -> KeyState {
+        let superseded = self.superseded_at(key).is_some_and(|at| at <= now);
         if std::ptr::eq(self.signing_key(now).as_ref(), key) {
             KeyState::Active
-        } else if key.activates_at > now {
+        } else if key.activates_at > now && !superseded {
             KeyState::Staged
         } else {
             KeyState::Retiring
@@ -730,6 +731,8 @@ mod tests {
             kids[2],
             "the older staged key never signs"
         );
+        assert_eq!(ring.state(&ring.published()[1], 1999), KeyState::Staged);
+        assert_eq!(ring.state(&ring.published()[1], 2000), KeyState::Retiring);
     }
 
     #[test]
