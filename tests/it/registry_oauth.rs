@@ -198,15 +198,34 @@ async fn containerd_pushes_and_pulls_with_one_post_per_token() {
         &tag,
     ]);
     assert!(refused.is_err(), "a read-only robot pushed a new tag");
-    let manifest = reqwest::Client::new()
-        .get(format!(
-            "http://{}/v2/acme/app/manifests/by-reader",
-            registry.addr
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(manifest.status(), 401, "the registry holds no such tag");
+    // Looked at with a pull token: v1 is there, the reader's tag is not.
+    let pull = post_form(
+        &fedgate.url,
+        &[
+            ("grant_type", "password"),
+            ("username", "acme+reader"),
+            ("password", &reader),
+            ("service", "fedgate.test"),
+            ("client_id", "fedgate-test"),
+            ("scope", "repository:acme/app:pull"),
+        ],
+    )
+    .await;
+    assert_eq!(pull.status, 200, "{}", pull.text);
+    let pull = pull.json()["access_token"].as_str().unwrap().to_string();
+    for (tag, status) in [("v1", 200), ("by-reader", 404)] {
+        let manifest = reqwest::Client::new()
+            .head(format!(
+                "http://{}/v2/acme/app/manifests/{tag}",
+                registry.addr
+            ))
+            .bearer_auth(&pull)
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(manifest.status(), status, "tag {tag}");
+    }
 
     // fedgate's own log: every token was one POST answered 200; no 405, no GET fallback.
     let log = fedgate.logs();
