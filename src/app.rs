@@ -1,6 +1,7 @@
 //! The state every handler shares, and how it is opened from a [`Config`].
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::clock::{Clock, SystemClock};
@@ -13,6 +14,7 @@ use crate::rng::{Rng, SystemRng};
 use crate::shared::Shared;
 use crate::shared::limits::RateLimiter;
 use crate::shared::redis::RedisShared;
+use crate::store::schema::SchemaError;
 use crate::store::{SqlStore, Store};
 use crate::tokens::at_rest::AtRestKeys;
 use crate::tokens::signing::{self, Keyring, KeyringError, SigningAlg};
@@ -45,6 +47,8 @@ pub struct Inner {
     /// written when a minute old anyway; skipping the statement for the rest of the minute
     /// saves a write per login (SQLite serializes writes), for a lag under two minutes.
     pub recent_access: RateLimiter,
+    /// Set once shutdown starts: `/readyz` answers 503 so load balancers route elsewhere.
+    draining: AtomicBool,
 }
 
 impl Deref for AppState {
@@ -60,8 +64,8 @@ impl Deref for AppState {
 pub enum OpenError {
     #[error("cannot open the database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("cannot migrate the database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     #[error(transparent)]
     Keys(#[from] crate::tokens::at_rest::AtRestError),
     #[error(transparent)]
@@ -75,10 +79,10 @@ pub enum OpenError {
 }
 
 impl AppState {
-    /// Connects to the database (migrating it), loads or creates the keys, with the real clock
-    /// and random source.
-    pub async fn open(config: Config) -> Result<Self, OpenError> {
-        let store = open_store(&config).await?;
+    /// Connects to the database (migrating it only when `schema` says so), loads or creates
+    /// the keys, with the real clock and random source.
+    pub async fn open(config: Config, schema: SchemaPolicy) -> Result<Self, OpenError> {
+        let store = open_store(&config, schema).await?;
         Self::with_parts(
             config,
             Arc::new(store),
@@ -118,7 +122,7 @@ impl AppState {
         let keyring = load_keyring(&config, clock.unix())?;
         let redis = match config.storage.redis_url.as_str() {
             "" => None,
-            url => Some(RedisShared::new(url).map_err(|e| OpenError::Redis(e.to_string()))?),
+            url => Some(open_redis(url, &config.storage.redis_ca_file)?),
         };
         let metrics = Metrics::new();
         let key_cache = KeyCache::new(
@@ -148,6 +152,7 @@ impl AppState {
             keyring: RwLock::new(Arc::new(keyring)),
             key_cache,
             robots: RobotCache::default(),
+            draining: AtomicBool::new(false),
         })))
     }
 
@@ -156,6 +161,15 @@ impl AppState {
     pub async fn robot_changed(&self, full_name: &str) {
         self.robots.invalidate(full_name);
         self.shared.announce_change(full_name).await;
+    }
+
+    /// Shutdown has started: stop advertising readiness.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// The current signing keyring.
@@ -193,6 +207,17 @@ impl AppState {
     }
 }
 
+fn open_redis(url: &str, ca_file: &str) -> Result<RedisShared, OpenError> {
+    let ca = match ca_file {
+        "" => None,
+        path => Some(
+            std::fs::read(path)
+                .map_err(|e| OpenError::Redis(format!("storage.redis_ca_file {path}: {e}")))?,
+        ),
+    };
+    RedisShared::new(url, ca).map_err(|e| OpenError::Redis(e.to_string()))
+}
+
 /// How long a superseded signing key stays published: as long as any token it signed can be
 /// accepted (the longer of the two token lifetimes, plus the leeway).
 pub fn key_retirement_seconds(config: &Config) -> i64 {
@@ -222,9 +247,25 @@ pub fn load_keyring(config: &Config, now: i64) -> Result<Keyring, KeyringError> 
     Keyring::load(&config.keys.dir, key_retirement_seconds(config), now)
 }
 
-/// Opens and migrates the configured database.
-pub async fn open_store(config: &Config) -> Result<SqlStore, OpenError> {
+/// What opening the database may do to its schema (the policy is in [`crate::store::schema`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaPolicy {
+    /// Apply pending migrations first: `fedgate migrate`, `serve`, tests.
+    Migrate,
+    /// Change nothing; refuse a schema older than this binary needs.
+    Require,
+}
+
+/// Opens the configured database and applies `schema`.
+pub async fn open_store(config: &Config, schema: SchemaPolicy) -> Result<SqlStore, OpenError> {
     let store = SqlStore::connect(&config.storage.database_url, config.database_kind()?).await?;
-    store.migrate().await?;
+    match schema {
+        SchemaPolicy::Migrate => {
+            let migrated = store.migrate().await?;
+            tracing::info!(applied = ?migrated.applied, "{migrated}");
+            crate::store::schema::require(&migrated.state)?;
+        }
+        SchemaPolicy::Require => crate::store::schema::require(&store.schema().await?)?,
+    }
     Ok(store)
 }

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use crate::admin::issue_api_token;
-use crate::app::{AppState, key_retirement_seconds, load_keyring, open_store, signing_alg};
+use crate::app::{
+    AppState, SchemaPolicy, key_retirement_seconds, load_keyring, open_store, signing_alg,
+};
 use crate::audit;
 use crate::clock::{Clock, SystemClock, rfc3339};
 use crate::config::Config;
@@ -17,7 +19,8 @@ use crate::http::auth::Scope;
 use crate::http::listener::{self, ServeOptions};
 use crate::names::{self, NameKind};
 use crate::rng::SystemRng;
-use crate::store::{NamespaceStore, OrgRole, StoreError};
+use crate::shutdown::Shutdown;
+use crate::store::{NamespaceStore, OrgRole, SqlStore, StoreError};
 use crate::tokens::at_rest::AtRestKeys;
 use crate::tokens::key_files;
 use crate::tokens::signing;
@@ -38,9 +41,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway (migrates the database first).
-    Serve,
-    /// Apply database migrations and exit.
+    /// Run the gateway, applying pending database migrations first (unless --no-migrate).
+    Serve {
+        /// Do not migrate: refuse a database schema older than this binary needs. For
+        /// deployments that run `fedgate migrate` as their own step before a rollout.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply pending database migrations and exit; a no-op on a newer schema.
     Migrate,
     /// Manage users.
     #[command(subcommand)]
@@ -159,19 +167,35 @@ fn usage(e: impl std::fmt::Display) -> CliError {
 /// Runs one verb to completion.
 pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
     match command {
-        Command::Serve => serve(config).await,
+        Command::Serve { no_migrate } => {
+            let schema = if no_migrate {
+                SchemaPolicy::Require
+            } else {
+                SchemaPolicy::Migrate
+            };
+            serve(config, schema).await
+        }
         Command::Migrate => {
-            open_store(&config).await.map_err(failure)?;
-            eprintln!("fedgate: database is up to date");
+            let kind = config.database_kind().map_err(usage)?;
+            let store = SqlStore::connect(&config.storage.database_url, kind)
+                .await
+                .map_err(|e| failure(format!("cannot open the database: {e}")))?;
+            let migrated = store.migrate().await.map_err(failure)?;
+            eprintln!("fedgate: {migrated}");
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {
+            for warning in config.warnings() {
+                eprintln!("fedgate: warning: {warning}");
+            }
             print!("{}", config.to_masked_toml());
             Ok(())
         }
         Command::User(UserCommand::Create { name }) => {
             names::check(NameKind::Namespace, &name).map_err(usage)?;
-            let store = open_store(&config).await.map_err(failure)?;
+            let store = open_store(&config, SchemaPolicy::Require)
+                .await
+                .map_err(failure)?;
             match store.create_user(&name, SystemClock.unix()).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict) => {
@@ -185,7 +209,9 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
         }
         Command::Org(OrgCommand::Create { name, admin }) => {
             names::check(NameKind::Namespace, &name).map_err(usage)?;
-            let store = open_store(&config).await.map_err(failure)?;
+            let store = open_store(&config, SchemaPolicy::Require)
+                .await
+                .map_err(failure)?;
             match store.create_org(&name, &admin, SystemClock.unix()).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict) => {
@@ -201,7 +227,9 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             Ok(())
         }
         Command::Org(OrgCommand::AddMember { org, user, admin }) => {
-            let store = open_store(&config).await.map_err(failure)?;
+            let store = open_store(&config, SchemaPolicy::Require)
+                .await
+                .map_err(failure)?;
             let role = if admin {
                 OrgRole::Admin
             } else {
@@ -378,7 +406,9 @@ async fn create_token(
         .map(|at| at.ok_or_else(|| usage("--expires-in is too long")))
         .transpose()?;
 
-    let store = open_store(&config).await.map_err(failure)?;
+    let store = open_store(&config, SchemaPolicy::Require)
+        .await
+        .map_err(failure)?;
     let rng = SystemRng::default();
     let keys = AtRestKeys::load_or_create(&config.keys.dir, &rng).map_err(failure)?;
     let token = issue_api_token(&store, &keys, &rng, &user, &parsed, now, expires_at)
@@ -390,15 +420,24 @@ async fn create_token(
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<(), CliError> {
+async fn serve(config: Config, schema: SchemaPolicy) -> Result<(), CliError> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let tls = match config.server.tls_files() {
         Some((cert, key)) => Some(listener::load_tls(cert, key).map_err(usage)?),
         None => None,
     };
-    let public = listener::bind(config.server.listen)
+    let shutdown =
+        Shutdown::on_signals().map_err(|e| failure(format!("cannot listen for signals: {e}")))?;
+    // The database first: the port opens only once this replica can serve, so a long
+    // migration or an unreachable database never meets a liveness probe or a load balancer.
+    let state = AppState::open(config, schema).await.map_err(failure)?;
+    let listen = state.config.server.listen;
+    let public = listener::bind(listen)
         .await
-        .map_err(|e| failure(format!("cannot listen on {}: {e}", config.server.listen)))?;
-    let metrics = match config.server.metrics_addr() {
+        .map_err(|e| failure(format!("cannot listen on {listen}: {e}")))?;
+    let metrics = match state.config.server.metrics_addr() {
         Some(addr) => Some(
             listener::bind(addr)
                 .await
@@ -406,7 +445,6 @@ async fn serve(config: Config) -> Result<(), CliError> {
         ),
         None => None,
     };
-    let state = AppState::open(config).await.map_err(failure)?;
     tracing::info!(
         listen = %state.config.server.listen,
         tls = tls.is_some(),
@@ -418,7 +456,7 @@ async fn serve(config: Config) -> Result<(), CliError> {
         tls,
         ..ServeOptions::default()
     };
-    crate::server::run(state, public, metrics, options, listener::shutdown_signal()).await;
+    crate::server::run(state, public, metrics, options, shutdown).await;
     tracing::info!("fedgate stopped");
     Ok(())
 }

@@ -48,6 +48,9 @@ pub struct Server {
     /// `/metrics` is served here only; empty disables it.
     pub metrics_listen: String,
     pub max_body_bytes: usize,
+    /// After SIGTERM, `/readyz` answers 503 and new connections are still accepted for this
+    /// long, so load balancers stop routing here before the listener closes.
+    pub drain_seconds: u64,
 }
 
 impl Default for Server {
@@ -59,6 +62,7 @@ impl Default for Server {
             tls_key: String::new(),
             metrics_listen: "127.0.0.1:9090".into(),
             max_body_bytes: 1024 * 1024,
+            drain_seconds: 5,
         }
     }
 }
@@ -80,6 +84,8 @@ impl Server {
 pub struct Storage {
     pub database_url: String,
     pub redis_url: String,
+    /// PEM CA bundle that verifies a `rediss://` server instead of the Mozilla roots.
+    pub redis_ca_file: String,
 }
 
 impl Default for Storage {
@@ -87,6 +93,7 @@ impl Default for Storage {
         Self {
             database_url: "sqlite://data/fedgate.db".into(),
             redis_url: String::new(),
+            redis_ca_file: String::new(),
         }
     }
 }
@@ -288,11 +295,31 @@ impl Config {
                 "server.max_body_bytes must be at least 1024",
             ));
         }
+        if is_loopback_host(&public) && !s.listen.ip().is_loopback() {
+            // The default public_url with a listener other hosts reach: every token would
+            // carry the wrong `iss`, and no client would reach the URL it names.
+            if s.public_url == Server::default().public_url {
+                return Err(ConfigError::new(format!(
+                    "server.public_url is still the default {} while server.listen is {}: set it to the URL clients reach fedgate at (it is the iss of every token)",
+                    s.public_url, s.listen
+                )));
+            }
+        }
         self.database_kind()?;
         let redis = &self.storage.redis_url;
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return Err(ConfigError::new(
                 "storage.redis_url must start with redis:// or rediss://",
+            ));
+        }
+        if redis.contains("#insecure") {
+            return Err(ConfigError::new(
+                "storage.redis_url: #insecure (no certificate check) is not supported; trust a private CA with storage.redis_ca_file",
+            ));
+        }
+        if !self.storage.redis_ca_file.is_empty() && !redis.starts_with("rediss://") {
+            return Err(ConfigError::new(
+                "storage.redis_ca_file needs a rediss:// storage.redis_url",
             ));
         }
         if !matches!(self.keys.signing_alg.as_str(), "ES256" | "RS256" | "EdDSA") {
@@ -346,6 +373,23 @@ impl Config {
         Ok(())
     }
 
+    /// Valid but suspicious settings, one line each: `serve` logs them and `config check`
+    /// prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let s = &self.server;
+        if let Ok(public) = Url::parse(&s.public_url)
+            && is_loopback_host(&public)
+            && !s.listen.ip().is_loopback()
+        {
+            warnings.push(format!(
+                "server.public_url {} is a loopback URL but server.listen {} accepts other hosts: tokens name {} as their issuer; right only when clients reach fedgate through a port forwarded to this host",
+                s.public_url, s.listen, s.public_url
+            ));
+        }
+        warnings
+    }
+
     pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
         let url = &self.storage.database_url;
         if url.starts_with("sqlite:") {
@@ -381,6 +425,16 @@ impl Config {
         shown.storage.database_url = mask_url_password(&shown.storage.database_url);
         shown.storage.redis_url = mask_url_password(&shown.storage.redis_url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]`.
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -592,6 +646,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("whole number"), "{err}");
+    }
+
+    #[test]
+    fn a_loopback_public_url_with_an_open_listener_is_refused_or_warned() {
+        let err = Config::from_toml("[server]\nlisten = \"0.0.0.0:8080\"").unwrap_err();
+        assert!(err.to_string().contains("server.public_url"), "{err}");
+        let local = Config::from_toml(
+            "[server]\nlisten = \"0.0.0.0:8080\"\npublic_url = \"http://localhost:8080\"",
+        )
+        .unwrap();
+        assert_eq!(local.warnings().len(), 1, "{:?}", local.warnings());
+        for ok in [
+            "[server]\nlisten = \"0.0.0.0:8080\"\npublic_url = \"https://fedgate.example.com\"",
+            "[server]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"http://localhost:8080\"",
+            "",
+        ] {
+            let c = Config::from_toml(ok).unwrap();
+            assert!(c.warnings().is_empty(), "{ok:?}: {:?}", c.warnings());
+        }
+    }
+
+    #[test]
+    fn redis_tls_settings_are_checked() {
+        for (doc, needle) in [
+            (
+                "[storage]\nredis_url = \"redis://r:6379\"\nredis_ca_file = \"ca.pem\"",
+                "rediss://",
+            ),
+            (
+                "[storage]\nredis_url = \"rediss://r:6379/#insecure\"",
+                "#insecure",
+            ),
+        ] {
+            let err = Config::from_toml(doc).unwrap_err().to_string();
+            assert!(err.contains(needle), "{doc:?} gave {err:?}");
+        }
+        Config::from_toml("[storage]\nredis_url = \"rediss://r:6380\"\nredis_ca_file = \"ca.pem\"")
+            .unwrap();
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! - [`api`]: one file per resource: robots, repository permissions, health.
 //! - [`tokens`]: secrets fedgate creates: opaque tokens (prefix + checksum) and their at-rest
 //!   protection (AES-256-GCM sealing, keyed lookup hashes).
-//! - [`store`]: persistence traits per aggregate and their sqlx implementation (SQLite or PostgreSQL).
+//! - [`store`]: persistence traits per aggregate and their sqlx implementation (SQLite or
+//!   PostgreSQL); [`store::schema`]: the migration policy that keeps rollbacks safe.
 //! - [`metrics`]: every Prometheus metric, declared in one place.
 //! - [`clock`], [`rng`]: time and randomness behind traits so tests can replace them.
-//! - [`app`]: the state handlers share; [`server`]: runs the listeners until shutdown.
+//! - [`app`]: the state handlers share; [`server`]: runs the listeners until shutdown;
+//!   [`shutdown`]: SIGTERM drains, SIGINT stops now.
 //! - [`audit`]: one audit line per admin change; [`logging`]: text or JSON logs.
 //! - [`names`]: the naming rules of robots, namespaces and repositories.
 //! - [`cli`]: the verbs of the `fedgate` binary; [`admin`]: operations it shares with tests.
@@ -32,6 +34,7 @@ pub mod oidc;
 pub mod rng;
 pub mod server;
 pub mod shared;
+pub mod shutdown;
 pub mod store;
 pub mod tokens;
 

@@ -1,5 +1,6 @@
 //! Wiring only: parse the command line and configuration, set up logging, run the verb.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -35,7 +36,10 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return CliError::Usage(format!("invalid configuration: {e}")).exit(),
     };
-    fedgate::logging::init(&config.log);
+    let colour = fedgate::logging::colour_wanted(std::io::stderr().is_terminal(), |name| {
+        std::env::var_os(name).is_some_and(|v| !v.is_empty())
+    });
+    fedgate::logging::init(&config.log, colour);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,9 +14,15 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when the database (and Redis, when configured) answer, else 503, so the
-/// load balancer stops sending requests this replica cannot serve.
+/// `GET /readyz`: 200 when this replica can serve: the database answers and shutdown has not
+/// started. Redis is reported but does not decide: every replica shares it, so taking them
+/// all out of the load balancer during a Redis outage would also stop what works without it
+/// (`/v2/auth`, JWKS, the admin API); the exchange answers 503 by itself meanwhile.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.is_draining() {
+        let body = serde_json::json!({ "status": "draining" });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
     let database = match state.store.ping().await {
         Ok(()) => "ok",
         Err(e) => {
@@ -29,25 +35,26 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Some(redis) => Some(match redis.ping().await {
             Ok(()) => "ok",
             Err(e) => {
-                tracing::warn!(error = %e, "readiness check failed: redis");
+                tracing::warn!(error = %e, "redis unreachable (exchanges answer 503; still ready)");
                 "unreachable"
             }
         }),
     };
-    let ready = database == "ok" && redis.is_none_or(|r| r == "ok");
-    let mut body = serde_json::json!({
-        "status": if ready { "ready" } else { "unavailable" },
-        "database": database,
-    });
+    let status = match (database, redis) {
+        ("ok", Some("unreachable")) => "degraded",
+        ("ok", _) => "ready",
+        _ => "unavailable",
+    };
+    let mut body = serde_json::json!({ "status": status, "database": database });
     if let Some(redis) = redis {
         body["redis"] = serde_json::Value::from(redis);
     }
-    let status = if ready {
+    let code = if database == "ok" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body))
+    (code, Json(body))
 }
 
 /// `GET /metrics` (metrics listener only): Prometheus text format.

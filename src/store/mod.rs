@@ -4,6 +4,7 @@
 //! is a single statement or a single transaction inside the implementation, so a failed request
 //! never leaves half a change behind.
 
+pub mod schema;
 mod sql;
 
 use async_trait::async_trait;

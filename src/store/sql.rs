@@ -12,6 +12,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor, Row};
 
+use super::schema::{self, Migrated, SchemaError, SchemaState};
 use super::{
     ApiTokenRecord, ApiTokenStore, FederationEntry, FederationStore, Grant, NamespaceKind,
     NamespaceStore, NewRobot, OrgRole, PermissionStore, ReplayStore, Robot, RobotStore, Role,
@@ -19,14 +20,13 @@ use super::{
 };
 use crate::config::DatabaseKind;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
-
 const ROBOT_COLUMNS: &str = "id, namespace, short_name, description, metadata, token_sealed, \
                              revision, created_at, last_accessed";
 
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    kind: DatabaseKind,
 }
 
 impl SqlStore {
@@ -61,12 +61,17 @@ impl SqlStore {
                 .execute(&pool)
                 .await?;
         }
-        Ok(Self { pool })
+        Ok(Self { pool, kind })
     }
 
-    /// Applies pending migrations (idempotent; safe to run from several processes).
-    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        MIGRATOR.run(&self.pool).await
+    /// Where the schema stands against this binary's migrations (reads only).
+    pub async fn schema(&self) -> Result<SchemaState, SchemaError> {
+        schema::inspect(&self.pool, self.kind).await
+    }
+
+    /// Applies pending migrations (see [`schema`] for the policy).
+    pub async fn migrate(&self) -> Result<Migrated, SchemaError> {
+        schema::migrate(&self.pool, self.kind).await
     }
 }
 

@@ -67,6 +67,7 @@ async fn containerd_pushes_and_pulls_with_one_post_per_token() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    admin(&env, &["migrate"]);
     admin(&env, &["keys", "rotate"]);
     let api = acme_admin(&env);
     let fedgate = Replica::start(&env, dir.path(), "fedgate").await;

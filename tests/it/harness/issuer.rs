@@ -140,26 +140,8 @@ impl Issuer {
     /// An issuer publishing one key of each of `keys`.
     pub async fn start(keys: Vec<TestKey>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "fedgate test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
-        let (cert_path, key_path, ca_file) = (
-            dir.path().join("cert.pem"),
-            dir.path().join("key.pem"),
-            dir.path().join("ca.pem"),
-        );
-        std::fs::write(&cert_path, leaf.pem()).unwrap();
-        std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
-        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let (ca_file, cert_path, key_path) =
+            super::tls::TestCa::new("fedgate test CA").write_into(dir.path(), &["127.0.0.1"]);
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());

@@ -6,6 +6,7 @@ pub mod issuer;
 pub mod postgres;
 pub mod redis;
 pub mod replica;
+pub mod tls;
 
 pub mod registry;
 
@@ -13,16 +14,17 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use fedgate::admin::issue_api_token;
-use fedgate::app::{AppState, open_store};
+use fedgate::app::{AppState, SchemaPolicy, open_store};
 use fedgate::clock::{Clock, SystemClock};
 use fedgate::config::Config;
 use fedgate::http::auth::Scope;
 use fedgate::http::listener::ServeOptions;
 use fedgate::rng::{Rng, SystemRng};
+use fedgate::shutdown::{Shutdown, Stop};
 use fedgate::store::{OrgRole, Store};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Which database a test runs on.
@@ -119,7 +121,7 @@ pub struct Gateway {
     pub state: AppState,
     pub client: reqwest::Client,
     pub config: Config,
-    stop: Option<oneshot::Sender<()>>,
+    stop: mpsc::UnboundedSender<Stop>,
     _task: JoinHandle<()>,
     _dir: Arc<tempfile::TempDir>,
 }
@@ -187,7 +189,9 @@ impl Gateway {
         };
         config.server.public_url = format!("{scheme}://{addr}");
         config.validate().expect("test configuration is valid");
-        let store = open_store(&config).await.expect("open the test database");
+        let store = open_store(&config, SchemaPolicy::Migrate)
+            .await
+            .expect("open the test database");
         let state = AppState::with_parts(
             config.clone(),
             Arc::new(store),
@@ -195,22 +199,20 @@ impl Gateway {
             Arc::new(SystemRng::default()),
         )
         .expect("state");
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, shutdown) = Shutdown::channel();
         let task = tokio::spawn(fedgate::server::run(
             state.clone(),
             public,
             Some(metrics),
             options,
-            async {
-                let _ = stopped.await;
-            },
+            shutdown,
         ));
         Self {
             url: config.server.public_url.clone(),
             state,
             client: reqwest::Client::new(),
             config,
-            stop: Some(stop),
+            stop,
             _task: task,
             _dir: dir,
         }
@@ -357,8 +359,6 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(Stop::Now);
     }
 }
