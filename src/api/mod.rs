@@ -4,8 +4,10 @@
 pub mod exchange;
 pub mod federation;
 pub mod health;
+pub mod oauth_form;
 pub mod permissions;
 pub mod registry_auth;
+pub mod registry_oauth;
 pub mod robots;
 pub mod sts;
 pub mod well_known;

@@ -15,7 +15,8 @@ use http::{HeaderValue, Method, StatusCode, header};
 use super::ClientAddr;
 use super::error::{ApiError, ErrorType};
 use crate::api::{
-    exchange, federation, health, permissions, registry_auth, robots, sts, well_known,
+    exchange, federation, health, permissions, registry_auth, registry_oauth, robots, sts,
+    well_known,
 };
 use crate::app::AppState;
 use crate::metrics::Metrics;
@@ -63,7 +64,10 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
             get(exchange::exchange).post(exchange::exchange),
         ),
         ("/oauth2/token", post(sts::token)),
-        ("/v2/auth", get(registry_auth::token)),
+        (
+            "/v2/auth",
+            get(registry_auth::token).post(registry_oauth::token),
+        ),
         ("/.well-known/jwks.json", get(well_known::jwks)),
         (
             "/.well-known/openid-configuration",
