@@ -103,6 +103,9 @@ impl Default for Storage {
 pub struct Keys {
     pub dir: PathBuf,
     pub signing_alg: String,
+    /// How long after `keys rotate` the staged key starts signing (unless `keys activate`
+    /// brings it forward): the time to give registries its certificate.
+    pub activation_delay_seconds: u64,
 }
 
 impl Default for Keys {
@@ -110,6 +113,7 @@ impl Default for Keys {
         Self {
             dir: PathBuf::from("data/keys"),
             signing_alg: "ES256".into(),
+            activation_delay_seconds: 86_400,
         }
     }
 }
@@ -158,6 +162,10 @@ pub struct Registry {
     /// Docker token `service` and `aud`; empty means host[:port] of `server.public_url`.
     pub service: String,
     pub token_ttl_seconds: u64,
+    /// Registry tokens carry the signing key's certificate (JWS `x5c`), which distribution 2.x
+    /// and 3.x check against `rootcertbundle`. Off: the `kid` alone, for distribution 3.x
+    /// given a `jwks` file and no bundle.
+    pub token_x5c: bool,
 }
 
 impl Default for Registry {
@@ -165,6 +173,7 @@ impl Default for Registry {
         Self {
             service: String::new(),
             token_ttl_seconds: 300,
+            token_x5c: true,
         }
     }
 }
@@ -317,6 +326,12 @@ impl Config {
             return Err(ConfigError::new(format!(
                 "keys.signing_alg: {:?} is not one of ES256, RS256, EdDSA",
                 self.keys.signing_alg
+            )));
+        }
+        let margin = crate::tokens::signing::ACTIVATION_MARGIN_SECONDS;
+        if self.keys.activation_delay_seconds < margin as u64 {
+            return Err(ConfigError::new(format!(
+                "keys.activation_delay_seconds must be at least {margin}: every replica must have read a staged key before it signs"
             )));
         }
         let f = &self.federation;

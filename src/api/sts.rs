@@ -4,15 +4,14 @@
 //! `subject_token_type=...:jwt` (or `...:id_token`), `resource=urn:quay:robot:<robot>`.
 //! Errors follow RFC 8693 §2.2.2 / RFC 6749 §5.2, with the SPEC 7.1 code in the description.
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, RETRY_AFTER};
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use secrecy::ExposeSecret;
 
+use super::oauth_form::{OAuthError, Params, invalid_request, oauth_error, token_response};
 use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
@@ -22,15 +21,6 @@ pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const RESOURCE_PREFIX: &str = "urn:quay:robot:";
-
-/// RFC 6749 §5.2's error body.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct OAuthError<'a> {
-    /// `invalid_request`, `invalid_target`, `unsupported_grant_type`, `slow_down`, ...
-    error: &'a str,
-    /// The exchange's error code and message (`expired: ...`).
-    error_description: &'a str,
-}
 
 /// RFC 8693 §2.2.1's answer.
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -49,7 +39,7 @@ pub struct TokenExchanged<'a> {
 #[derive(utoipa::ToSchema)]
 #[expect(
     dead_code,
-    reason = "describes the form for the OpenAPI document; the handler parses it by hand"
+    reason = "describes the form for the OpenAPI document; the handler reads it as Params"
 )]
 pub struct TokenExchangeForm {
     /// `urn:ietf:params:oauth:grant-type:token-exchange`
@@ -62,28 +52,6 @@ pub struct TokenExchangeForm {
     resource: String,
 }
 
-fn oauth_error(
-    status: StatusCode,
-    error: &str,
-    description: &str,
-    retry_after: Option<u64>,
-) -> Response {
-    let body = OAuthError {
-        error,
-        error_description: description,
-    };
-    let mut response = (status, Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
-}
-
 fn unsupported_grant_type() -> Response {
     oauth_error(
         StatusCode::BAD_REQUEST,
@@ -91,32 +59,6 @@ fn unsupported_grant_type() -> Response {
         &format!("grant_type must be {GRANT_TYPE}"),
         None,
     )
-}
-
-fn invalid_request(description: &str) -> Response {
-    oauth_error(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        description,
-        None,
-    )
-}
-
-/// The request's parameters; each may appear once (RFC 6749 §3.2).
-struct Params(Vec<(String, String)>);
-
-impl Params {
-    /// The single non-empty value of `name`, or the `invalid_request` description.
-    fn required(&self, name: &str) -> Result<&str, String> {
-        let mut found = self.0.iter().filter(|(k, _)| k == name);
-        let first = found.next().map(|(_, v)| v.as_str());
-        if found.next().is_some() {
-            return Err(format!("parameter {name} appears more than once"));
-        }
-        first
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("parameter {name} is required"))
-    }
 }
 
 /// Exchange an identity token for a robot token (RFC 8693)
@@ -139,23 +81,11 @@ pub async fn token(
     client: Option<axum::Extension<ClientAddr>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return oauth_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                "the request body is larger than this gateway accepts (server.max_body_bytes)",
-                None,
-            );
-        }
-        Err(_) => return invalid_request("the request body could not be read"),
-    };
     let client = client.map(|c| c.0.0.ip());
-    if std::str::from_utf8(&body).is_err() {
-        return invalid_request("the body must be application/x-www-form-urlencoded");
-    }
-    let params = Params(url::form_urlencoded::parse(&body).into_owned().collect());
+    let params = match Params::read(body) {
+        Ok(params) => params,
+        Err(error) => return error.answer(),
+    };
     let read = || -> Result<(&str, &str, &str, &str), String> {
         Ok((
             params.required("grant_type")?,
@@ -192,19 +122,12 @@ pub async fn token(
         );
     };
     match exchange::exchange(&state, Ok((robot, subject_token)), client).await {
-        Ok(minted) => {
-            let mut response = Json(TokenExchanged {
-                access_token: minted.token.expose_secret(),
-                issued_token_type: TOKEN_TYPE_JWT,
-                token_type: "Bearer",
-                expires_in: minted.expires_in,
-            })
-            .into_response();
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
+        Ok(minted) => token_response(TokenExchanged {
+            access_token: minted.token.expose_secret(),
+            issued_token_type: TOKEN_TYPE_JWT,
+            token_type: "Bearer",
+            expires_in: minted.expires_in,
+        }),
         Err(ExchangeError::Refused(r)) => {
             let description = format!("{}: {}", r.code, r.message);
             match r.code {

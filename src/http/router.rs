@@ -22,7 +22,7 @@ use super::auth::Scope;
 use super::error::{ApiError, ErrorType};
 use crate::api::{
     discovery, entities, exchange, federation, health, organization, permissions, registry_auth,
-    robots, sts, user, well_known,
+    registry_oauth, robots, sts, user, well_known,
 };
 use crate::app::AppState;
 use crate::metrics::Metrics;
@@ -55,7 +55,7 @@ pub fn routes() -> Vec<(String, Endpoint)> {
         routes!(permissions::get, permissions::set, permissions::delete),
         routes!(exchange::exchange),
         routes!(sts::token),
-        routes!(registry_auth::token),
+        routes!(registry_auth::token, registry_oauth::token),
         routes!(well_known::jwks),
         routes!(well_known::openid_configuration),
         routes!(health::healthz),

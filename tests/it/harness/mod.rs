@@ -1,5 +1,7 @@
 //! Test harness: a real gateway served over loopback HTTP, on SQLite or PostgreSQL.
 
+pub mod balancer;
+pub mod containerd;
 pub mod issuer;
 pub mod postgres;
 pub mod python;
