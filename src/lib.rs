@@ -14,6 +14,7 @@
 //! - [`app`]: the state handlers share; [`server`]: runs the listeners until shutdown.
 //! - [`audit`]: one audit line per admin change; [`logging`]: text or JSON logs.
 //! - [`names`]: the naming rules of robots, namespaces and repositories.
+//! - [`wire`]: the exchange's paths and JSON bodies, one definition for the gateway and clients.
 //! - [`cli`]: the verbs of the `fedgate` binary; [`admin`]: operations it shares with tests.
 
 pub mod admin;
@@ -34,6 +35,7 @@ pub mod server;
 pub mod shared;
 pub mod store;
 pub mod tokens;
+pub mod wire;
 
 /// mimalloc instead of the system allocator: a warm exchange makes dozens of small, short-lived
 /// allocations (JSON, base64, headers), and glibc's malloc/free were ~10 % of its time

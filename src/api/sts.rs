@@ -17,11 +17,9 @@ use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
 use crate::oidc::RefusalCode;
-
-pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
-const RESOURCE_PREFIX: &str = "urn:quay:robot:";
+use crate::wire::{
+    self, GRANT_TYPE, ROBOT_RESOURCE_PREFIX as RESOURCE_PREFIX, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
+};
 
 fn oauth_error(
     status: StatusCode,
@@ -29,11 +27,11 @@ fn oauth_error(
     description: &str,
     retry_after: Option<u64>,
 ) -> Response {
-    let mut response = (
-        status,
-        Json(serde_json::json!({ "error": error, "error_description": description })),
-    )
-        .into_response();
+    let body = wire::OAuthError {
+        error: error.into(),
+        error_description: description.into(),
+    };
+    let mut response = (status, Json(body)).into_response();
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -139,12 +137,12 @@ pub async fn token(
     };
     match exchange::exchange(&state, Ok((robot, subject_token)), client).await {
         Ok(minted) => {
-            let mut response = Json(serde_json::json!({
-                "access_token": minted.token.expose_secret(),
-                "issued_token_type": TOKEN_TYPE_JWT,
-                "token_type": "Bearer",
-                "expires_in": minted.expires_in,
-            }))
+            let mut response = Json(wire::StsToken {
+                access_token: minted.token.expose_secret().into(),
+                issued_token_type: TOKEN_TYPE_JWT.into(),
+                token_type: "Bearer".into(),
+                expires_in: minted.expires_in,
+            })
             .into_response();
             response
                 .headers_mut()
