@@ -1,5 +1,7 @@
 //! The `fedgate` command line (SPEC section 1). Admin verbs work on the same database while
 //! `serve` runs. Exit codes: 0 success, 64 invalid configuration or usage, 1 anything else.
+//! `login` and `credential-helper` are the client's (`crate::client`): they never load the
+//! server's configuration, and have exit codes of their own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +13,7 @@ use secrecy::ExposeSecret;
 use crate::admin::issue_api_token;
 use crate::app::{AppState, load_keyring, open_store};
 use crate::audit;
+use crate::client::LoginArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::auth::Scope;
@@ -37,6 +40,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[command(flatten)]
+    Server(ServerCommand),
+    /// Log in to a registry from a CI job or workload: trade its identity token for a robot
+    /// token and store it for docker, podman, skopeo and buildah (see docs/login.md).
+    Login(LoginArgs),
+    /// The Docker credential-helper protocol, as docker-credential-fedgate runs it.
+    CredentialHelper {
+        /// get, store, erase, list or version
+        action: String,
+    },
+}
+
+/// The verbs that work on the gateway's configuration and database.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
     /// Run the gateway (migrates the database first).
     Serve,
     /// Apply database migrations and exit.
@@ -139,19 +157,19 @@ fn usage(e: impl std::fmt::Display) -> CliError {
 }
 
 /// Runs one verb to completion.
-pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
+pub async fn run(command: ServerCommand, config: Config) -> Result<(), CliError> {
     match command {
-        Command::Serve => serve(config).await,
-        Command::Migrate => {
+        ServerCommand::Serve => serve(config).await,
+        ServerCommand::Migrate => {
             open_store(&config).await.map_err(failure)?;
             eprintln!("fedgate: database is up to date");
             Ok(())
         }
-        Command::Config(ConfigCommand::Check) => {
+        ServerCommand::Config(ConfigCommand::Check) => {
             print!("{}", config.to_masked_toml());
             Ok(())
         }
-        Command::User(UserCommand::Create { name }) => {
+        ServerCommand::User(UserCommand::Create { name }) => {
             names::check(NameKind::Namespace, &name).map_err(usage)?;
             let store = open_store(&config).await.map_err(failure)?;
             match store.create_user(&name, SystemClock.unix()).await {
@@ -165,7 +183,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: created user {name}");
             Ok(())
         }
-        Command::Org(OrgCommand::Create { name, admin }) => {
+        ServerCommand::Org(OrgCommand::Create { name, admin }) => {
             names::check(NameKind::Namespace, &name).map_err(usage)?;
             let store = open_store(&config).await.map_err(failure)?;
             match store.create_org(&name, &admin, SystemClock.unix()).await {
@@ -182,7 +200,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: created organization {name} with admin {admin}");
             Ok(())
         }
-        Command::Org(OrgCommand::AddMember { org, user, admin }) => {
+        ServerCommand::Org(OrgCommand::AddMember { org, user, admin }) => {
             let store = open_store(&config).await.map_err(failure)?;
             let role = if admin {
                 OrgRole::Admin
@@ -198,7 +216,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: {user} is now {} of {org}", role.as_str());
             Ok(())
         }
-        Command::Keys(KeysCommand::Rotate) => {
+        ServerCommand::Keys(KeysCommand::Rotate) => {
             let now = SystemClock.unix();
             let alg = SigningAlg::parse(&config.keys.signing_alg).unwrap_or(SigningAlg::ES256);
             // The at-rest key too, so an empty directory becomes a complete keys directory.
@@ -214,7 +232,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Keys(KeysCommand::RegistryCert) => {
+        ServerCommand::Keys(KeysCommand::RegistryCert) => {
             let now = SystemClock.unix();
             let ring = load_keyring(&config, now).map_err(failure)?;
             for key in ring.published() {
@@ -225,7 +243,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Token(TokenCommand::Create {
+        ServerCommand::Token(TokenCommand::Create {
             user,
             scopes,
             expires_in,

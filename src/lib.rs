@@ -16,12 +16,16 @@
 //! - [`names`]: the naming rules of robots, namespaces and repositories.
 //! - [`wire`]: the exchange's paths and JSON bodies, one definition for the gateway and clients.
 //! - [`cli`]: the verbs of the `fedgate` binary; [`admin`]: operations it shares with tests.
+//! - [`client`]: the other side of the exchange, `fedgate login` and the Docker credential
+//!   helper; no server module imports it, and it uses only [`wire`] (the exchange's JSON
+//!   bodies and paths, shared with [`api`]) and [`clock`] of the rest.
 
 pub mod admin;
 pub mod api;
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod exchange;

@@ -9,6 +9,7 @@ mod deploy;
 mod exchange;
 mod federation;
 mod listener;
+mod login;
 mod permissions;
 mod registry;
 mod replicas;

@@ -1,6 +1,8 @@
 //! Test harness: a real gateway served over loopback HTTP, on SQLite or PostgreSQL.
 
 pub mod issuer;
+pub mod platforms;
+pub mod podman;
 pub mod postgres;
 pub mod redis;
 pub mod replica;

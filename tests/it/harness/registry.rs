@@ -143,6 +143,38 @@ impl Registry {
         }
     }
 
+    /// `skopeo copy` from `src` to `dst` with only `authfile` for credentials (nothing else of
+    /// the environment: an empty HOME, and `path` as PATH, where credential helpers are found).
+    pub fn skopeo_copy_with_authfile(
+        &self,
+        src: &str,
+        dst: &str,
+        authfile: &Path,
+        path: &str,
+    ) -> Result<(), String> {
+        let home = tempfile::tempdir().unwrap();
+        let (authfile_flag, tls) = if dst.starts_with("docker://") {
+            ("--dest-authfile", "--dest-tls-verify=false")
+        } else {
+            ("--src-authfile", "--src-tls-verify=false")
+        };
+        let out = Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--retry-times", "0", tls])
+            .arg(authfile_flag)
+            .arg(authfile)
+            .args([src, dst])
+            .env_clear()
+            .env("HOME", home.path())
+            .env("PATH", path)
+            .output()
+            .expect("skopeo is installed (apt-get install skopeo)");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     pub fn image(&self, repository: &str, tag: &str) -> String {
         format!("docker://{}/{repository}:{tag}", self.addr)
     }

@@ -1,0 +1,76 @@
+//! `podman` as a registry client (Debian's package; `scripts/test` installs it). It cannot run
+//! containers here, but pulling and pushing need none: images live in a throwaway storage
+//! (vfs driver) under a temporary directory, and nothing of the host's configuration but
+//! `/etc/containers` (the signature policy) is read.
+
+use std::path::Path;
+use std::process::Command;
+
+pub struct Podman {
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A podman command with its own storage and an empty environment but `path` as PATH
+    /// (where credential helpers are looked up).
+    fn command(&self, path: &str) -> Command {
+        let dir = self.dir.path();
+        for sub in ["home", "run", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let mut cmd = Command::new("podman");
+        cmd.arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("runroot"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ])
+            .env_clear()
+            .env("HOME", dir.join("home"))
+            .env("XDG_RUNTIME_DIR", dir.join("run"))
+            .env("TMPDIR", dir.join("tmp"))
+            .env("PATH", path);
+        cmd
+    }
+
+    fn run(&self, mut cmd: Command) -> Result<(), String> {
+        let out = cmd
+            .output()
+            .expect("podman is installed (apt-get install podman)");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `podman pull` of `image` (`docker://host/repo:tag`) with only `authfile`.
+    pub fn pull(&self, image: &str, authfile: &Path, path: &str) -> Result<(), String> {
+        let mut cmd = self.command(path);
+        cmd.args(["pull", "--quiet", "--tls-verify=false", "--authfile"])
+            .arg(authfile)
+            .arg(image);
+        self.run(cmd)
+    }
+
+    /// `podman push` of a pulled `image` to `dest` with only `authfile`.
+    pub fn push(&self, image: &str, dest: &str, authfile: &Path, path: &str) -> Result<(), String> {
+        let mut cmd = self.command(path);
+        cmd.args(["push", "--quiet", "--tls-verify=false", "--authfile"])
+            .arg(authfile)
+            .args([image, dest]);
+        self.run(cmd)
+    }
+}
