@@ -121,18 +121,19 @@ impl Site {
     }
 
     /// skopeo pushes a fresh image as `<tag>-skopeo`, podman pulls it and pushes it as
-    /// `<tag>-podman`, skopeo pulls that back: both tools push and pull, with `authfile` alone.
-    fn push_and_pull(&self, authfile: &Path, tag: &str, path: &str) {
+    /// `<tag>-podman`, skopeo pulls that back: both tools push and pull, with `authfile` alone
+    /// and `env` (what a credential helper needs; just PATH otherwise).
+    fn push_and_pull(&self, authfile: &Path, tag: &str, env: &[(String, String)]) {
         let content = format!("hello from {tag}");
         let src = self.work.path().join(format!("image-{tag}"));
         let image = oci_image(&src, &content);
         let by_skopeo = self.registry.image("acme/app", &format!("{tag}-skopeo"));
         self.registry
-            .skopeo_copy_with_authfile(&image, &by_skopeo, authfile, path)
+            .skopeo_copy_with_authfile(&image, &by_skopeo, authfile, env)
             .unwrap_or_else(|e| panic!("skopeo push: {e}\nregistry: {}", self.registry.log()));
         let podman = Podman::new();
         podman
-            .pull(&by_skopeo, authfile, path)
+            .pull(&by_skopeo, authfile, env)
             .unwrap_or_else(|e| panic!("podman pull: {e}"));
         let by_podman = self.registry.image("acme/app", &format!("{tag}-podman"));
         podman
@@ -140,7 +141,7 @@ impl Site {
                 by_skopeo.trim_start_matches("docker://"),
                 &by_podman,
                 authfile,
-                path,
+                env,
             )
             .unwrap_or_else(|e| panic!("podman push: {e}"));
         let pulled = self.work.path().join(format!("pulled-{tag}"));
@@ -149,11 +150,16 @@ impl Site {
                 &by_podman,
                 &format!("oci:{}:x", pulled.display()),
                 authfile,
-                path,
+                env,
             )
             .unwrap_or_else(|e| panic!("skopeo pull: {e}"));
         assert_eq!(pulled_content(&pulled), content);
     }
+}
+
+/// The tools' environment when they need nothing but the auth file.
+fn plain() -> Vec<(String, String)> {
+    vars(&[("PATH", SYSTEM_PATH)])
 }
 
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -218,7 +224,7 @@ async fn a_github_actions_job_logs_in_and_pushes_with_skopeo_and_podman() {
         &image,
         &site.registry.image("acme/app", "before"),
         &empty,
-        SYSTEM_PATH,
+        &plain(),
     );
     assert!(refused.is_err(), "anonymous pushes are refused");
 
@@ -237,7 +243,7 @@ async fn a_github_actions_job_logs_in_and_pushes_with_skopeo_and_podman() {
     assert_eq!(stored_token(&docker, &site.registry.addr), token);
     assert_eq!((mode(&containers), mode(&docker)), (0o600, 0o600));
 
-    site.push_and_pull(&containers, "github", SYSTEM_PATH);
+    site.push_and_pull(&containers, "github", &plain());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +287,7 @@ async fn a_gitlab_job_logs_in_with_its_id_tokens_variable_keeping_the_docker_con
         "DOCKER_CONFIG is honoured"
     );
 
-    site.push_and_pull(&config, "gitlab", SYSTEM_PATH);
+    site.push_and_pull(&config, "gitlab", &plain());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,7 +313,7 @@ async fn a_kubernetes_pod_logs_in_with_its_projected_token() {
         stderr(&out)
     );
 
-    site.push_and_pull(&authfile, "kubernetes", SYSTEM_PATH);
+    site.push_and_pull(&authfile, "kubernetes", &plain());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +345,7 @@ async fn a_google_cloud_workload_logs_in_through_the_metadata_server() {
         "--auth-file is the only file written"
     );
 
-    site.push_and_pull(&authfile, "gcp", SYSTEM_PATH);
+    site.push_and_pull(&authfile, "gcp", &plain());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,4 +585,283 @@ async fn print_writes_no_file_and_prints_the_token_alone() {
             token,
         )
         .unwrap();
+}
+
+/// A directory holding `docker-credential-fedgate` (a link to the binary, as installed), and
+/// the PATH that finds it.
+fn helper_path(site: &Site) -> String {
+    let bin = site.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(BIN, bin.join("docker-credential-fedgate")).unwrap();
+    format!("{}:{SYSTEM_PATH}", bin.display())
+}
+
+/// Runs `docker-credential-fedgate <action>` with `input` on stdin.
+fn helper(site: &Site, action: &str, input: &str, env: &[(String, String)]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(site.path("bin/docker-credential-fedgate"))
+        .arg(action)
+        .env_clear()
+        .env("HOME", site.path("home"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The credential-helper answer for `get`.
+fn secret_of(out: &Output, server_url: &str) -> String {
+    assert_eq!(code(out), 0, "{}{}", stdout(out), stderr(out));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["ServerURL"], server_url);
+    assert_eq!(answer["Username"], "acme+ci");
+    answer["Secret"].as_str().unwrap().to_string()
+}
+
+/// The helper's one cached-token file.
+fn cached_token_file(site: &Site) -> PathBuf {
+    let dir = site.path("home/.cache/fedgate/tokens");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+/// Makes the cached token due for refresh, as time passing would.
+fn age_cached_token(site: &Site) {
+    let file = cached_token_file(site);
+    let mut cached = read_json(&file);
+    cached["refresh_at"] = json!(0);
+    std::fs::write(&file, cached.to_string()).unwrap();
+}
+
+async fn registry_accepts(site: &Site, secret: &str) -> bool {
+    let reply = site
+        .gw
+        .client
+        .get(format!(
+            "{}/v2/auth?service={}&scope=repository:acme/app:pull",
+            site.gw.url,
+            site.gw.config.registry_service()
+        ))
+        .basic_auth("acme+ci", Some(secret))
+        .send()
+        .await
+        .unwrap();
+    reply.status() == 200
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credential_helper_speaks_the_protocol_and_serves_skopeo_and_podman() {
+    let site = Site::start().await;
+    let path = helper_path(&site);
+    let registry = site.registry.addr.clone();
+    let authfile = site.path("auth.json");
+    // The job's environment: GitHub's variables stay for later steps, which the helper needs
+    // to ask for a fresh identity token.
+    let mut job = site.github_vars();
+    job.extend(vars(&[("PATH", &path)]));
+    let mut env = site.job_vars();
+    env.extend(job.clone());
+    env.extend(vars(&[("REGISTRY_AUTH_FILE", authfile.to_str().unwrap())]));
+    let out = site.login(&["--credential-helper"], &env);
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("docker-credential-fedgate now answers for"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("not on PATH"), "{}", stderr(&out));
+    assert_eq!(
+        read_json(&authfile),
+        json!({"credHelpers": {registry.clone(): "fedgate"}}),
+        "no token in the auth file, only the helper"
+    );
+    assert_eq!(
+        site.platforms.github_hits(),
+        1,
+        "login checks the set-up once"
+    );
+
+    // get: the token login cached, for the server URL as asked.
+    let first = secret_of(&helper(&site, "get", &registry, &job), &registry);
+    assert_eq!(site.platforms.github_hits(), 1, "served from the cache");
+    assert!(registry_accepts(&site, &first).await);
+    let as_url = format!("https://{registry}/v2/");
+    assert_eq!(
+        secret_of(&helper(&site, "get", &as_url, &job), &as_url),
+        first
+    );
+    let verb = site
+        .fedgate(&["credential-helper", "get"], &job)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut child = verb;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(registry.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            secret_of(&out, &registry),
+            first,
+            "the verb is the same helper"
+        );
+    }
+    let mode_of_cache = mode(&cached_token_file(&site));
+    assert_eq!(mode_of_cache, 0o600);
+
+    // A registry fedgate was not set up for: the protocol's "not found".
+    let other = helper(&site, "get", "registry.example.com", &job);
+    assert_eq!(code(&other), 1);
+    assert_eq!(
+        stdout(&other).trim(),
+        "credentials not found in native keychain"
+    );
+    let empty = helper(&site, "get", "\n", &job);
+    assert_eq!(stdout(&empty).trim(), "no credentials server URL");
+    // list, store, version.
+    let list = helper(&site, "list", "", &job);
+    assert_eq!(code(&list), 0);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&list.stdout).unwrap(),
+        json!({registry.clone(): "acme+ci"})
+    );
+    let store = helper(
+        &site,
+        "store",
+        &json!({"ServerURL": registry, "Username": "someone", "Secret": "pw"}).to_string(),
+        &job,
+    );
+    assert_eq!(code(&store), 1);
+    assert!(
+        stdout(&store).contains("fedgate login --credential-helper"),
+        "{}",
+        stdout(&store)
+    );
+    let version = helper(&site, "version", "", &job);
+    assert!(stdout(&version).starts_with("docker-credential-fedgate (fedgate) "));
+
+    // Near expiry, the next get exchanges again.
+    age_cached_token(&site);
+    let second = secret_of(&helper(&site, "get", &registry, &job), &registry);
+    assert_ne!(second, first);
+    assert_eq!(site.platforms.github_hits(), 2);
+    assert!(registry_accepts(&site, &second).await);
+
+    // Real clients find the helper through the auth file's credHelpers and PATH; it runs with
+    // the job's environment (HOME, where `login` saved its settings, and GitHub's variables).
+    let mut step = job.clone();
+    step.extend(vars(&[("HOME", site.path("home").to_str().unwrap())]));
+    site.push_and_pull(&authfile, "helper", &step);
+    assert_eq!(
+        site.platforms.github_hits(),
+        2,
+        "the clients used the cache"
+    );
+
+    // erase (docker logout): fedgate forgets the registry; the clients have no credentials.
+    let erase = helper(&site, "erase", &registry, &job);
+    assert_eq!(code(&erase), 0, "{}", stdout(&erase));
+    let gone = helper(&site, "get", &registry, &job);
+    assert_eq!(
+        stdout(&gone).trim(),
+        "credentials not found in native keychain"
+    );
+    let image = oci_image(&site.path("after-erase"), "after erase");
+    assert!(
+        site.registry
+            .skopeo_copy_with_authfile(
+                &image,
+                &site.registry.image("acme/app", "after-erase"),
+                &authfile,
+                &step
+            )
+            .is_err()
+    );
+
+    // Without saved settings, the job's FEDGATE_LOGIN_* variables set the helper up.
+    let mut from_env = site.job_vars();
+    from_env.extend(job.clone());
+    let third = secret_of(&helper(&site, "get", &registry, &from_env), &registry);
+    assert!(registry_accepts(&site, &third).await);
+    assert_eq!(site.platforms.github_hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_helper_calls_exchange_a_file_token_once() {
+    let site = Site::start().await;
+    let path = helper_path(&site);
+    let registry = site.registry.addr.clone();
+    let projected = site.path("projected/token");
+    std::fs::create_dir_all(projected.parent().unwrap()).unwrap();
+    std::fs::write(&projected, site.token("kubernetes-serviceaccount")).unwrap();
+    let pod = vars(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1"), ("PATH", &path)]);
+    let mut env = site.job_vars();
+    env.extend(pod.clone());
+    env.extend(vars(&[
+        ("FEDGATE_LOGIN_TOKEN_FILE", projected.to_str().unwrap()),
+        (
+            "REGISTRY_AUTH_FILE",
+            site.path("auth.json").to_str().unwrap(),
+        ),
+    ]));
+    let out = site.login(&["--credential-helper"], &env);
+    assert_ok(&out);
+
+    // kubelet rotates the projected token; the cached robot token nears expiry; then several
+    // tools ask at once. The gateway accepts each identity token once (replay protection),
+    // so only one of them may exchange it; the others must wait and use its result.
+    std::fs::write(&projected, site.token("kubernetes-serviceaccount")).unwrap();
+    age_cached_token(&site);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            let mut child = Command::new(site.path("bin/docker-credential-fedgate"))
+                .arg("get")
+                .env_clear()
+                .env("HOME", site.path("home"))
+                .envs(pod.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(registry.as_bytes()).unwrap();
+            drop(stdin);
+            child
+        })
+        .collect();
+    let secrets: Vec<String> = children
+        .into_iter()
+        .map(|child| secret_of(&child.wait_with_output().unwrap(), &registry))
+        .collect();
+    assert!(
+        secrets.iter().all(|s| s == &secrets[0]),
+        "one exchange served all"
+    );
+    assert!(registry_accepts(&site, &secrets[0]).await);
 }

@@ -17,9 +17,9 @@ impl Podman {
         }
     }
 
-    /// A podman command with its own storage and an empty environment but `path` as PATH
-    /// (where credential helpers are looked up).
-    fn command(&self, path: &str) -> Command {
+    /// A podman command with its own storage, and of the environment only `env` (a
+    /// credential helper's needs, such as PATH and HOME).
+    fn command(&self, env: &[(String, String)]) -> Command {
         let dir = self.dir.path();
         for sub in ["home", "run", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -41,7 +41,7 @@ impl Podman {
             .env("HOME", dir.join("home"))
             .env("XDG_RUNTIME_DIR", dir.join("run"))
             .env("TMPDIR", dir.join("tmp"))
-            .env("PATH", path);
+            .envs(env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -57,8 +57,13 @@ impl Podman {
     }
 
     /// `podman pull` of `image` (`docker://host/repo:tag`) with only `authfile`.
-    pub fn pull(&self, image: &str, authfile: &Path, path: &str) -> Result<(), String> {
-        let mut cmd = self.command(path);
+    pub fn pull(
+        &self,
+        image: &str,
+        authfile: &Path,
+        env: &[(String, String)],
+    ) -> Result<(), String> {
+        let mut cmd = self.command(env);
         cmd.args(["pull", "--quiet", "--tls-verify=false", "--authfile"])
             .arg(authfile)
             .arg(image);
@@ -66,8 +71,14 @@ impl Podman {
     }
 
     /// `podman push` of a pulled `image` to `dest` with only `authfile`.
-    pub fn push(&self, image: &str, dest: &str, authfile: &Path, path: &str) -> Result<(), String> {
-        let mut cmd = self.command(path);
+    pub fn push(
+        &self,
+        image: &str,
+        dest: &str,
+        authfile: &Path,
+        env: &[(String, String)],
+    ) -> Result<(), String> {
+        let mut cmd = self.command(env);
         cmd.args(["push", "--quiet", "--tls-verify=false", "--authfile"])
             .arg(authfile)
             .args([image, dest]);

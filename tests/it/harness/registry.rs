@@ -143,14 +143,15 @@ impl Registry {
         }
     }
 
-    /// `skopeo copy` from `src` to `dst` with only `authfile` for credentials (nothing else of
-    /// the environment: an empty HOME, and `path` as PATH, where credential helpers are found).
+    /// `skopeo copy` from `src` to `dst` with only `authfile` for credentials, and of the
+    /// environment only `env` (a credential helper's needs, such as PATH and HOME; HOME is an
+    /// empty directory unless `env` names one).
     pub fn skopeo_copy_with_authfile(
         &self,
         src: &str,
         dst: &str,
         authfile: &Path,
-        path: &str,
+        env: &[(String, String)],
     ) -> Result<(), String> {
         let home = tempfile::tempdir().unwrap();
         let (authfile_flag, tls) = if dst.starts_with("docker://") {
@@ -165,7 +166,7 @@ impl Registry {
             .args([src, dst])
             .env_clear()
             .env("HOME", home.path())
-            .env("PATH", path)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("skopeo is installed (apt-get install skopeo)");
         if out.status.success() {
