@@ -36,6 +36,13 @@ pub async fn login(args: LoginArgs, env: &Env, clock: &dyn Clock) -> Result<(), 
     } else {
         None
     };
+    if let Some(host) = plain_http_host(&settings.gateway) {
+        eprintln!(
+            "fedgate: note: {} is plain HTTP to {host}: the identity token and the robot token \
+             cross the network unencrypted; use https://",
+            settings.gateway
+        );
+    }
     let minted = obtain(&settings, env).await?;
     let robot = &settings.robot;
     let minutes = minted.expires_in / 60;
@@ -98,9 +105,41 @@ pub async fn obtain(settings: &Settings, env: &Env) -> Result<Minted, ClientErro
     exchange::exchange(&http, settings, &id_token).await
 }
 
+/// The host of an `http://` gateway URL that is not this machine.
+fn plain_http_host(gateway: &str) -> Option<String> {
+    let url = url::Url::parse(gateway).ok()?;
+    let local = match url.host()? {
+        url::Host::Domain(name) => name == "localhost",
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    (url.scheme() == "http" && !local).then(|| url.host_str().unwrap_or_default().to_string())
+}
+
 fn find_in_path(env: &Env, program: &str) -> Option<PathBuf> {
     env.get("PATH")?
         .split(':')
         .map(|dir| Path::new(dir).join(program))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_pointed_out_unless_local() {
+        assert_eq!(
+            plain_http_host("http://fedgate.internal:8080").as_deref(),
+            Some("fedgate.internal")
+        );
+        for quiet in [
+            "https://fedgate.example.com",
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+        ] {
+            assert_eq!(plain_http_host(quiet), None, "{quiet}");
+        }
+    }
 }
