@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use crate::admin::issue_api_token;
 use crate::app::{AppState, load_keyring, open_store};
 use crate::audit;
-use crate::client::LoginArgs;
+use crate::client::ClientCommand;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::auth::Scope;
@@ -42,14 +42,8 @@ pub struct Cli {
 pub enum Command {
     #[command(flatten)]
     Server(ServerCommand),
-    /// Log in to a registry from a CI job or workload: trade its identity token for a robot
-    /// token and store it for docker, podman, skopeo and buildah (see docs/login.md).
-    Login(LoginArgs),
-    /// The Docker credential-helper protocol, as docker-credential-fedgate runs it.
-    CredentialHelper {
-        /// get, store, erase, list or version
-        action: String,
-    },
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 /// The verbs that work on the gateway's configuration and database.

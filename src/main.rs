@@ -2,36 +2,42 @@
 //!
 //! The client verbs (`login`, `credential-helper`, and the binary run as
 //! `docker-credential-fedgate`) are dispatched before the server's configuration is loaded:
-//! a CI job has no gateway configuration, and must not fail on one.
+//! a CI job has no gateway configuration, and must not fail on one. Built without the `server`
+//! feature, the binary has the client verbs only.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use fedgate::cli::{self, Cli, CliError, Command};
 use fedgate::client::{self, Env};
-use fedgate::config::Config;
 
 fn main() -> ExitCode {
-    // Non-UTF-8 variables cannot be configuration values; a FEDGATE_ one is reported as invalid.
-    let env = || {
-        std::env::vars_os().map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
-    };
-    if invoked_as(fedgate::client::login::HELPER_PROGRAM) {
+    if invoked_as(client::login::HELPER_PROGRAM) {
         let action = std::env::args().nth(1).unwrap_or_default();
-        return client::run_helper(&action, Env::new(env()));
+        return client::run_helper(&action, Env::new(environment()));
     }
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    run()
+}
+
+/// The process environment as strings. Non-UTF-8 variables cannot be configuration values; a
+/// FEDGATE_ one is reported as invalid.
+fn environment() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().map(|(k, v)| {
+        (
+            k.to_string_lossy().into_owned(),
+            v.to_string_lossy().into_owned(),
+        )
+    })
+}
+
+/// Parses the command line; help and version exit 0, mistakes exit 64 with one line.
+fn parse<T: Parser>() -> Result<T, ExitCode> {
+    match T::try_parse() {
+        Ok(parsed) => Ok(parsed),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            Err(ExitCode::SUCCESS)
         }
         Err(e) => {
             let text = e.to_string();
@@ -40,17 +46,26 @@ fn main() -> ExitCode {
                 .next()
                 .unwrap_or("invalid usage")
                 .trim_start_matches("error: ");
-            return CliError::Usage(format!("{reason} (see fedgate --help)")).exit();
+            eprintln!("fedgate: {reason} (see fedgate --help)");
+            Err(ExitCode::from(64))
         }
+    }
+}
+
+#[cfg(feature = "server")]
+fn run() -> ExitCode {
+    use fedgate::cli::{self, Cli, CliError, Command};
+    use fedgate::config::Config;
+
+    let cli = match parse::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
     let command = match cli.command {
-        Command::Login(args) => return client::run_login(args, Env::new(env())),
-        Command::CredentialHelper { action } => {
-            return client::run_helper(&action, Env::new(env()));
-        }
+        Command::Client(command) => return client::run(command, Env::new(environment())),
         Command::Server(command) => command,
     };
-    let config = match Config::load(cli.config.as_deref(), env()) {
+    let config = match Config::load(cli.config.as_deref(), environment()) {
         Ok(config) => config,
         Err(e) => return CliError::Usage(format!("invalid configuration: {e}")).exit(),
     };
@@ -65,6 +80,27 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => e.exit(),
+    }
+}
+
+/// The client-only build's command line: the client verbs alone.
+#[cfg(not(feature = "server"))]
+#[derive(Debug, Parser)]
+#[command(
+    name = "fedgate",
+    version,
+    about = "fedgate's client: log in to a registry through a fedgate gateway (built without the gateway)"
+)]
+struct ClientCli {
+    #[command(subcommand)]
+    command: client::ClientCommand,
+}
+
+#[cfg(not(feature = "server"))]
+fn run() -> ExitCode {
+    match parse::<ClientCli>() {
+        Ok(cli) => client::run(cli.command, Env::new(environment())),
+        Err(code) => code,
     }
 }
 

@@ -106,6 +106,27 @@ impl ClientError {
     }
 }
 
+/// The client's verbs, part of the `fedgate` command line.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Log in to a registry from a CI job or workload: trade its identity token for a robot
+    /// token and store it for docker, podman, skopeo and buildah (see docs/login.md).
+    Login(LoginArgs),
+    /// The Docker credential-helper protocol, as docker-credential-fedgate runs it.
+    CredentialHelper {
+        /// get, store, erase, list or version
+        action: String,
+    },
+}
+
+/// Runs a client verb with the process's environment, standard input and output.
+pub fn run(command: ClientCommand, env: Env) -> ExitCode {
+    match command {
+        ClientCommand::Login(args) => run_login(args, env),
+        ClientCommand::CredentialHelper { action } => run_helper(&action, env),
+    }
+}
+
 /// Runs `fedgate login` with the process's environment and standard input.
 pub fn run_login(args: LoginArgs, env: Env) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -30,6 +30,8 @@ struct Site {
     /// API token of acme's admin.
     admin: String,
     work: tempfile::TempDir,
+    /// The `fedgate` binary the job runs: this build, or the client-only one.
+    bin: PathBuf,
 }
 
 impl Site {
@@ -64,6 +66,7 @@ impl Site {
             platforms,
             admin,
             work,
+            bin: PathBuf::from(BIN),
         }
     }
 
@@ -104,7 +107,7 @@ impl Site {
 
     /// `fedgate <args>` with exactly `env` (plus HOME and a system PATH unless `env` sets them).
     fn fedgate(&self, args: &[&str], env: &[(String, String)]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .env_clear()
             .env("HOME", self.path("home"))
@@ -592,7 +595,7 @@ async fn print_writes_no_file_and_prints_the_token_alone() {
 fn helper_path(site: &Site) -> String {
     let bin = site.path("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(BIN, bin.join("docker-credential-fedgate")).unwrap();
+    std::os::unix::fs::symlink(&site.bin, bin.join("docker-credential-fedgate")).unwrap();
     format!("{}:{SYSTEM_PATH}", bin.display())
 }
 
@@ -864,4 +867,58 @@ async fn parallel_helper_calls_exchange_a_file_token_once() {
         "one exchange served all"
     );
     assert!(registry_accepts(&site, &secrets[0]).await);
+}
+
+/// The client-only build (`cargo build --no-default-features`, which scripts/test makes and
+/// names in FEDGATE_CLIENT_BIN): a GitHub job logs in, the helper answers, skopeo pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_only_build_logs_in_and_answers_as_helper() {
+    let Some(client_bin) = std::env::var_os("FEDGATE_CLIENT_BIN") else {
+        eprintln!(
+            "skipped: FEDGATE_CLIENT_BIN is not set (scripts/test builds the client-only binary \
+             and sets it)"
+        );
+        return;
+    };
+    let mut site = Site::start().await;
+    site.bin = PathBuf::from(client_bin);
+    let help = site.fedgate(&["--help"], &[]).output().unwrap();
+    assert!(
+        stdout(&help).contains("built without the gateway"),
+        "{} is the client-only build",
+        site.bin.display()
+    );
+    let serve = site.fedgate(&["serve"], &[]).output().unwrap();
+    assert_eq!(code(&serve), 64, "no gateway in the client-only build");
+
+    let path = helper_path(&site);
+    let authfile = site.path("auth.json");
+    let mut job = site.github_vars();
+    job.extend(vars(&[("PATH", &path)]));
+    let mut env = site.job_vars();
+    env.extend(job.clone());
+    env.extend(vars(&[("REGISTRY_AUTH_FILE", authfile.to_str().unwrap())]));
+    let out = site.login(&[], &env);
+    assert_ok(&out);
+    let token = stored_token(&authfile, &site.registry.addr);
+    assert!(registry_accepts(&site, &token).await);
+
+    let out = site.login(&["--credential-helper"], &env);
+    assert_ok(&out);
+    let secret = secret_of(
+        &helper(&site, "get", &site.registry.addr, &job),
+        &site.registry.addr,
+    );
+    assert!(registry_accepts(&site, &secret).await);
+    let mut step = job.clone();
+    step.extend(vars(&[("HOME", site.path("home").to_str().unwrap())]));
+    let image = oci_image(&site.path("client-only"), "from the client-only build");
+    site.registry
+        .skopeo_copy_with_authfile(
+            &image,
+            &site.registry.image("acme/app", "client-only"),
+            &authfile,
+            &step,
+        )
+        .unwrap_or_else(|e| panic!("skopeo push through the client-only helper: {e}"));
 }
