@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use super::run_tool;
+
 pub struct Podman {
     dir: tempfile::TempDir,
 }
@@ -45,17 +47,6 @@ impl Podman {
         cmd
     }
 
-    fn run(&self, mut cmd: Command) -> Result<(), String> {
-        let out = cmd
-            .output()
-            .expect("podman is installed (apt-get install podman)");
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
     /// `podman pull` of `image` (`docker://host/repo:tag`) with only `authfile`.
     pub fn pull(
         &self,
@@ -64,10 +55,11 @@ impl Podman {
         env: &[(String, String)],
     ) -> Result<(), String> {
         let mut cmd = self.command(env);
-        cmd.args(["pull", "--quiet", "--tls-verify=false", "--authfile"])
-            .arg(authfile)
-            .arg(image);
-        self.run(cmd)
+        run_tool(
+            cmd.args(["pull", "--quiet", "--tls-verify=false", "--authfile"])
+                .arg(authfile)
+                .arg(image),
+        )
     }
 
     /// `podman push` of a pulled `image` to `dest` with only `authfile`.
@@ -79,9 +71,10 @@ impl Podman {
         env: &[(String, String)],
     ) -> Result<(), String> {
         let mut cmd = self.command(env);
-        cmd.args(["push", "--quiet", "--tls-verify=false", "--authfile"])
-            .arg(authfile)
-            .args([image, dest]);
-        self.run(cmd)
+        run_tool(
+            cmd.args(["push", "--quiet", "--tls-verify=false", "--authfile"])
+                .arg(authfile)
+                .args([image, dest]),
+        )
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use super::{Gateway, free_port};
+use super::{Gateway, free_port, run_tool};
 
 /// `fedgate keys registry-cert` for the gateway's keys directory.
 pub fn registry_cert(gw: &Gateway) -> String {
@@ -121,26 +121,21 @@ impl Registry {
         } else {
             ("--src-creds", "--src-tls-verify=false")
         };
-        let out = Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--retry-times",
-                "0",
-                tls,
-                flag,
-                &creds,
-                src,
-                dst,
-            ])
-            .env("HOME", self.dir.path())
-            .output()
-            .expect("skopeo is installed (apt-get install skopeo)");
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        run_tool(
+            Command::new("skopeo")
+                .args([
+                    "--insecure-policy",
+                    "copy",
+                    "--retry-times",
+                    "0",
+                    tls,
+                    flag,
+                    &creds,
+                    src,
+                    dst,
+                ])
+                .env("HOME", self.dir.path()),
+        )
     }
 
     /// `skopeo copy` from `src` to `dst` with only `authfile` for credentials, and of the
@@ -159,21 +154,16 @@ impl Registry {
         } else {
             ("--src-authfile", "--src-tls-verify=false")
         };
-        let out = Command::new("skopeo")
-            .args(["--insecure-policy", "copy", "--retry-times", "0", tls])
-            .arg(authfile_flag)
-            .arg(authfile)
-            .args([src, dst])
-            .env_clear()
-            .env("HOME", home.path())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .expect("skopeo is installed (apt-get install skopeo)");
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        run_tool(
+            Command::new("skopeo")
+                .args(["--insecure-policy", "copy", "--retry-times", "0", tls])
+                .arg(authfile_flag)
+                .arg(authfile)
+                .args([src, dst])
+                .env_clear()
+                .env("HOME", home.path())
+                .envs(env.iter().map(|(k, v)| (k, v))),
+        )
     }
 
     pub fn image(&self, repository: &str, tag: &str) -> String {
