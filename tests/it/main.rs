@@ -3,8 +3,10 @@
 
 mod harness;
 
+mod action;
 mod authz;
 mod binary;
+mod credential_helper;
 mod deploy;
 mod exchange;
 mod federation;

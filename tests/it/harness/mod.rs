@@ -1,5 +1,6 @@
 //! Test harness: a real gateway served over loopback HTTP, on SQLite or PostgreSQL.
 
+pub mod ci;
 pub mod issuer;
 pub mod platforms;
 pub mod podman;
