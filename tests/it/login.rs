@@ -3,12 +3,16 @@
 //! and podman pushing and pulling through a stock `docker-registry` and fedgate with nothing
 //! but the auth file the client wrote. Refusals, missing tokens, and the exit codes.
 
+use std::io::Write;
+use std::process::Stdio;
+
 use base64_simd::STANDARD as BASE64;
 use fedgate::clock::{Clock, SystemClock};
 use serde_json::json;
 
 use crate::harness::ci::{
-    Site, assert_logged_in, assert_ok, code, mode, plain, read_json, stderr, stored_token, vars,
+    Site, assert_logged_in, assert_ok, code, mode, plain, read_json, registry_accepts, stderr,
+    stored_token, vars,
 };
 use crate::harness::free_port;
 use crate::harness::issuer::{Issuer, Mode};
@@ -388,4 +392,46 @@ async fn print_writes_no_file_and_prints_the_token_alone() {
             token,
         )
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anywhere_else_the_token_comes_from_a_file_a_variable_or_stdin() {
+    let site = Site::start().await;
+    let file = site.path("id-token");
+    std::fs::write(&file, site.token("github-actions")).unwrap();
+    let mut env = site.job_vars();
+    env.extend(vars(&[("MY_ID_TOKEN", &site.token("github-actions"))]));
+    for args in [
+        vec!["--print", "--token-file", file.to_str().unwrap()],
+        vec!["--print", "--token-env", "MY_ID_TOKEN"],
+    ] {
+        let out = site.login(&args, &env);
+        assert_ok(&out);
+        let token = String::from_utf8(out.stdout).unwrap();
+        assert!(registry_accepts(&site, token.trim()).await, "{args:?}");
+    }
+    for args in [
+        vec!["--print", "--source", "stdin"],
+        vec!["--print", "--token-file", "-"],
+    ] {
+        let mut child = site
+            .fedgate(&[&["login"], args.as_slice()].concat(), &env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let id_token = site.token("github-actions");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(id_token.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_ok(&out);
+        assert!(!stderr(&out).contains(&id_token));
+        let token = String::from_utf8(out.stdout).unwrap();
+        assert!(registry_accepts(&site, token.trim()).await, "{args:?}");
+    }
 }
