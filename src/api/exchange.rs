@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
 use crate::oidc::{Refusal, RefusalCode};
+use crate::wire;
 
 /// `user:password` from a Basic header, decoded once and borrowed from.
 #[derive(Debug)]
@@ -69,11 +70,11 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<BasicCredentials, Refusa
 
 /// The JSON error body of 7.1: `{"error": <message>, "error_code": <code>}`.
 fn error(status: StatusCode, code: &str, message: &str, retry_after: Option<u64>) -> Response {
-    let mut response = (
-        status,
-        Json(serde_json::json!({ "error": message, "error_code": code })),
-    )
-        .into_response();
+    let body = wire::ExchangeError {
+        error: message.into(),
+        error_code: code.into(),
+    };
+    let mut response = (status, Json(body)).into_response();
     if let Some(seconds) = retry_after {
         response
             .headers_mut()
@@ -115,14 +116,6 @@ fn failure(state: &AppState, err: ExchangeError) -> Response {
     }
 }
 
-/// The 7.1 success body.
-#[derive(serde::Serialize)]
-struct Issued<'a> {
-    token: &'a str,
-    expires_in: u64,
-    token_type: &'static str,
-}
-
 /// The request is taken whole (last extractor) so its headers are read, not cloned.
 pub async fn exchange(
     State(state): State<AppState>,
@@ -142,10 +135,10 @@ pub async fn exchange(
     .await;
     match result {
         Ok(minted) => {
-            let mut response = Json(Issued {
-                token: minted.token.expose_secret(),
+            let mut response = Json(wire::RobotToken {
+                token: minted.token.expose_secret().into(),
                 expires_in: minted.expires_in,
-                token_type: "Bearer",
+                token_type: "Bearer".into(),
             })
             .into_response();
             response

@@ -9,8 +9,10 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 
+use crate::wire;
+
 /// A successful token answer (RFC 6749 §5.1): the JSON body, never cached.
-pub fn token_response(body: serde_json::Value) -> Response {
+pub fn token_response(body: impl serde::Serialize) -> Response {
     let mut response = Json(body).into_response();
     response
         .headers_mut()
@@ -25,11 +27,11 @@ pub fn oauth_error(
     description: &str,
     retry_after: Option<u64>,
 ) -> Response {
-    let mut response = (
-        status,
-        Json(serde_json::json!({ "error": error, "error_description": description })),
-    )
-        .into_response();
+    let body = wire::OAuthError {
+        error: error.into(),
+        error_description: description.into(),
+    };
+    let mut response = (status, Json(body)).into_response();
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

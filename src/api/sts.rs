@@ -16,11 +16,9 @@ use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
 use crate::oidc::RefusalCode;
-
-pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
-const RESOURCE_PREFIX: &str = "urn:quay:robot:";
+use crate::wire::{
+    self, GRANT_TYPE, ROBOT_RESOURCE_PREFIX as RESOURCE_PREFIX, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
+};
 
 fn unsupported_grant_type() -> Response {
     oauth_error(
@@ -77,12 +75,12 @@ pub async fn token(
         );
     };
     match exchange::exchange(&state, Ok((robot, subject_token)), client).await {
-        Ok(minted) => token_response(serde_json::json!({
-            "access_token": minted.token.expose_secret(),
-            "issued_token_type": TOKEN_TYPE_JWT,
-            "token_type": "Bearer",
-            "expires_in": minted.expires_in,
-        })),
+        Ok(minted) => token_response(wire::StsToken {
+            access_token: minted.token.expose_secret().into(),
+            issued_token_type: TOKEN_TYPE_JWT.into(),
+            token_type: "Bearer".into(),
+            expires_in: minted.expires_in,
+        }),
         Err(ExchangeError::Refused(r)) => {
             let description = format!("{}: {}", r.code, r.message);
             match r.code {

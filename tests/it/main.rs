@@ -3,14 +3,17 @@
 
 mod harness;
 
+mod action;
 mod authz;
 mod binary;
+mod credential_helper;
 mod deploy;
 mod docs;
 mod exchange;
 mod federation;
 mod keys;
 mod listener;
+mod login;
 mod permissions;
 mod registry;
 mod registry_clients;
