@@ -1,5 +1,7 @@
 //! The `fedgate` command line (SPEC section 1). Admin verbs work on the same database while
 //! `serve` runs. Exit codes: 0 success, 64 invalid configuration or usage, 1 anything else.
+//! `login` and `credential-helper` are the client's (`crate::client`): they never load the
+//! server's configuration, and have exit codes of their own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +15,7 @@ use crate::app::{
     AppState, SchemaPolicy, key_retirement_seconds, load_keyring, open_store, signing_alg,
 };
 use crate::audit;
+use crate::client::ClientCommand;
 use crate::clock::{Clock, SystemClock, rfc3339};
 use crate::config::Config;
 use crate::http::auth::Scope;
@@ -41,6 +44,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[command(flatten)]
+    Server(ServerCommand),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The verbs that work on the gateway's configuration and database.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
     /// Run the gateway, applying pending database migrations first (unless --no-migrate).
     Serve {
         /// Do not migrate: refuse a database schema older than this binary needs. For
@@ -165,9 +177,9 @@ fn usage(e: impl std::fmt::Display) -> CliError {
 }
 
 /// Runs one verb to completion.
-pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
+pub async fn run(command: ServerCommand, config: Config) -> Result<(), CliError> {
     match command {
-        Command::Serve { no_migrate } => {
+        ServerCommand::Serve { no_migrate } => {
             let schema = if no_migrate {
                 SchemaPolicy::Require
             } else {
@@ -175,7 +187,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             };
             serve(config, schema).await
         }
-        Command::Migrate => {
+        ServerCommand::Migrate => {
             let kind = config.database_kind().map_err(usage)?;
             let store = SqlStore::connect(&config.storage.database_url, kind)
                 .await
@@ -184,14 +196,14 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: {migrated}");
             Ok(())
         }
-        Command::Config(ConfigCommand::Check) => {
+        ServerCommand::Config(ConfigCommand::Check) => {
             for warning in config.warnings() {
                 eprintln!("fedgate: warning: {warning}");
             }
             print!("{}", config.to_masked_toml());
             Ok(())
         }
-        Command::User(UserCommand::Create { name }) => {
+        ServerCommand::User(UserCommand::Create { name }) => {
             names::check(NameKind::Namespace, &name).map_err(usage)?;
             let store = open_store(&config, SchemaPolicy::Require)
                 .await
@@ -207,7 +219,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: created user {name}");
             Ok(())
         }
-        Command::Org(OrgCommand::Create { name, admin }) => {
+        ServerCommand::Org(OrgCommand::Create { name, admin }) => {
             names::check(NameKind::Namespace, &name).map_err(usage)?;
             let store = open_store(&config, SchemaPolicy::Require)
                 .await
@@ -226,7 +238,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: created organization {name} with admin {admin}");
             Ok(())
         }
-        Command::Org(OrgCommand::AddMember { org, user, admin }) => {
+        ServerCommand::Org(OrgCommand::AddMember { org, user, admin }) => {
             let store = open_store(&config, SchemaPolicy::Require)
                 .await
                 .map_err(failure)?;
@@ -244,8 +256,8 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: {user} is now {} of {org}", role.as_str());
             Ok(())
         }
-        Command::Keys(command) => keys(command, &config),
-        Command::Token(TokenCommand::Create {
+        ServerCommand::Keys(command) => keys(command, &config),
+        ServerCommand::Token(TokenCommand::Create {
             user,
             scopes,
             expires_in,

@@ -13,6 +13,9 @@ use url::Url;
 const ENV_PREFIX: &str = "FEDGATE_";
 /// The one `FEDGATE_*` variable that is not a key override: the config file path.
 pub const ENV_CONFIG_PATH: &str = "FEDGATE_CONFIG";
+/// The client's variables (`fedgate login`, docs/login.md). A CI job that sets them may also
+/// run the gateway, so the loader skips them; no configuration section may be named `login`.
+const CLIENT_ENV_PREFIX: &str = "FEDGATE_LOGIN_";
 
 /// An invalid configuration, with a one-line reason for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -489,7 +492,11 @@ fn apply_env(
         .map_err(|e| ConfigError::new(format!("internal: defaults do not serialize: {e}")))?;
     let mut overrides: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != ENV_CONFIG_PATH)
+        .filter(|(name, _)| {
+            name.starts_with(ENV_PREFIX)
+                && name != ENV_CONFIG_PATH
+                && !name.starts_with(CLIENT_ENV_PREFIX)
+        })
         .collect();
     overrides.sort();
     for (name, raw) in overrides {
@@ -619,6 +626,26 @@ mod tests {
         assert!(
             err.to_string().contains("no such configuration key"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_clients_variables_are_not_configuration_keys() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("FEDGATE_LOGIN_URL", "https://fedgate.example.com"),
+                ("FEDGATE_LOGIN_ROBOT", "acme+ci"),
+                ("FEDGATE_LOGIN_ID_TOKEN", "a.b.c"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.to_masked_toml(), Config::default().to_masked_toml());
+        assert!(
+            toml::Table::try_from(Config::default())
+                .unwrap()
+                .get("login")
+                .is_none()
         );
     }
 

@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
 use crate::oidc::{Refusal, RefusalCode};
+use crate::wire;
 
 /// `user:password` from a Basic header, decoded once and borrowed from.
 #[derive(Debug)]
@@ -67,19 +68,10 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<BasicCredentials, Refusa
     Ok(BasicCredentials { decoded, colon })
 }
 
-/// A refused exchange.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ExchangeErrorBody<'a> {
-    /// What failed, naming the received value.
-    error: &'a str,
-    /// `expired`, `audience_mismatch`, `replayed`, ... (see the API reference).
-    error_code: &'a str,
-}
-
 fn error(status: StatusCode, code: &str, message: &str, retry_after: Option<u64>) -> Response {
-    let body = ExchangeErrorBody {
-        error: message,
-        error_code: code,
+    let body = wire::ExchangeError {
+        error: message.into(),
+        error_code: code.into(),
     };
     let mut response = (status, Json(body)).into_response();
     if let Some(seconds) = retry_after {
@@ -123,17 +115,6 @@ fn failure(state: &AppState, err: ExchangeError) -> Response {
     }
 }
 
-/// A minted robot token.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct Issued<'a> {
-    /// The robot token (a JWT): the password for `/v2/auth` as the robot.
-    token: &'a str,
-    /// Seconds until it expires.
-    expires_in: u64,
-    /// `Bearer`.
-    token_type: &'static str,
-}
-
 /// Exchange an identity token for a robot token (Quay's form)
 ///
 /// `Authorization: Basic base64(<robot full name>:<OIDC identity token>)`, by GET or POST.
@@ -145,10 +126,10 @@ pub struct Issued<'a> {
     tag = "exchange",
     security(("robot_identity" = [])),
     responses(
-        (status = 200, description = "A robot token", body = Issued),
-        (status = 401, description = "The identity token or the request was refused", body = ExchangeErrorBody),
-        (status = 429, description = "Too many attempts; see `Retry-After`", body = ExchangeErrorBody),
-        (status = 503, description = "The issuer or the database is unreachable; see `Retry-After`", body = ExchangeErrorBody),
+        (status = 200, description = "A robot token", body = wire::RobotToken),
+        (status = 401, description = "The identity token or the request was refused", body = wire::ExchangeError),
+        (status = 429, description = "Too many attempts; see `Retry-After`", body = wire::ExchangeError),
+        (status = 503, description = "The issuer or the database is unreachable; see `Retry-After`", body = wire::ExchangeError),
     ),
 )]
 pub async fn exchange(
@@ -169,10 +150,10 @@ pub async fn exchange(
     .await;
     match result {
         Ok(minted) => {
-            let mut response = Json(Issued {
-                token: minted.token.expose_secret(),
+            let mut response = Json(wire::RobotToken {
+                token: minted.token.expose_secret().into(),
                 expires_in: minted.expires_in,
-                token_type: "Bearer",
+                token_type: "Bearer".into(),
             })
             .into_response();
             response

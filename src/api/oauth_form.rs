@@ -8,20 +8,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
-use serde::Serialize;
 
-/// RFC 6749 §5.2's error body.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct OAuthError<'a> {
-    /// `invalid_request`, `invalid_grant`, `invalid_target`, `unsupported_grant_type`,
-    /// `slow_down`, `temporarily_unavailable`, ...
-    error: &'a str,
-    /// What failed; for the exchange, its error code and message (`expired: ...`).
-    error_description: &'a str,
-}
+use crate::wire;
 
 /// A successful token answer (RFC 6749 §5.1): the JSON body, never cached.
-pub fn token_response(body: impl Serialize) -> Response {
+pub fn token_response(body: impl serde::Serialize) -> Response {
     let mut response = Json(body).into_response();
     response
         .headers_mut()
@@ -36,9 +27,9 @@ pub fn oauth_error(
     description: &str,
     retry_after: Option<u64>,
 ) -> Response {
-    let body = OAuthError {
-        error,
-        error_description: description,
+    let body = wire::OAuthError {
+        error: error.into(),
+        error_description: description.into(),
     };
     let mut response = (status, Json(body)).into_response();
     response

@@ -21,12 +21,11 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 
-use super::oauth_form::{
-    BodyError, OAuthError, Params, invalid_request, oauth_error, token_response,
-};
+use super::oauth_form::{BodyError, Params, invalid_request, oauth_error, token_response};
 use super::registry_auth::{self, Denied, TokenRequest};
 use crate::app::AppState;
 use crate::http::ClientAddr;
+use crate::wire;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -144,10 +143,10 @@ fn check_form(params: &Params) -> Result<(&str, &str), FormError> {
     request_body(content = RegistryTokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "A registry token", body = OAuthRegistryToken),
-        (status = 400, description = "The form or the credentials were refused", body = OAuthError),
-        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = OAuthError),
-        (status = 415, description = "The body is not a form", body = OAuthError),
-        (status = 503, description = "The database is unavailable", body = OAuthError),
+        (status = 400, description = "The form or the credentials were refused", body = wire::OAuthError),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = wire::OAuthError),
+        (status = 415, description = "The body is not a form", body = wire::OAuthError),
+        (status = 503, description = "The database is unavailable", body = wire::OAuthError),
     ),
 )]
 pub async fn token(

@@ -11,29 +11,14 @@ use bytes::Bytes;
 use http::StatusCode;
 use secrecy::ExposeSecret;
 
-use super::oauth_form::{OAuthError, Params, invalid_request, oauth_error, token_response};
+use super::oauth_form::{Params, invalid_request, oauth_error, token_response};
 use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
 use crate::oidc::RefusalCode;
-
-pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
-const RESOURCE_PREFIX: &str = "urn:quay:robot:";
-
-/// RFC 8693 §2.2.1's answer.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct TokenExchanged<'a> {
-    /// The robot token (a JWT).
-    access_token: &'a str,
-    /// `urn:ietf:params:oauth:token-type:jwt`.
-    issued_token_type: &'static str,
-    /// `Bearer`.
-    token_type: &'static str,
-    /// Seconds until it expires.
-    expires_in: u64,
-}
+use crate::wire::{
+    self, GRANT_TYPE, ROBOT_RESOURCE_PREFIX as RESOURCE_PREFIX, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
+};
 
 /// The form fields of the request.
 #[derive(utoipa::ToSchema)]
@@ -69,11 +54,11 @@ fn unsupported_grant_type() -> Response {
     tag = "exchange",
     request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "A robot token", body = TokenExchanged),
-        (status = 400, description = "The request or the identity token was refused", body = OAuthError),
-        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = OAuthError),
-        (status = 429, description = "Too many attempts; see `Retry-After`", body = OAuthError),
-        (status = 503, description = "The issuer or the database is unreachable; see `Retry-After`", body = OAuthError),
+        (status = 200, description = "A robot token", body = wire::StsToken),
+        (status = 400, description = "The request or the identity token was refused", body = wire::OAuthError),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = wire::OAuthError),
+        (status = 429, description = "Too many attempts; see `Retry-After`", body = wire::OAuthError),
+        (status = 503, description = "The issuer or the database is unreachable; see `Retry-After`", body = wire::OAuthError),
     ),
 )]
 pub async fn token(
@@ -122,10 +107,10 @@ pub async fn token(
         );
     };
     match exchange::exchange(&state, Ok((robot, subject_token)), client).await {
-        Ok(minted) => token_response(TokenExchanged {
-            access_token: minted.token.expose_secret(),
-            issued_token_type: TOKEN_TYPE_JWT,
-            token_type: "Bearer",
+        Ok(minted) => token_response(wire::StsToken {
+            access_token: minted.token.expose_secret().into(),
+            issued_token_type: TOKEN_TYPE_JWT.into(),
+            token_type: "Bearer".into(),
             expires_in: minted.expires_in,
         }),
         Err(ExchangeError::Refused(r)) => {

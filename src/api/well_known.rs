@@ -9,7 +9,7 @@ use http::header::CACHE_CONTROL;
 
 use crate::app::AppState;
 
-use super::sts::GRANT_TYPE;
+use crate::wire::GRANT_TYPE;
 
 /// Verifiers may cache the key set briefly; rotation keeps old keys published for longer.
 const JWKS_MAX_AGE: &str = "public, max-age=60";

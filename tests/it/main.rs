@@ -3,9 +3,11 @@
 
 mod harness;
 
+mod action;
 mod ansible;
 mod authz;
 mod binary;
+mod credential_helper;
 mod deploy;
 mod discovery;
 mod docs;
@@ -13,6 +15,7 @@ mod exchange;
 mod federation;
 mod keys;
 mod listener;
+mod login;
 mod permissions;
 mod quay;
 mod registry;

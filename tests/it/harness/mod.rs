@@ -1,8 +1,11 @@
 //! Test harness: a real gateway served over loopback HTTP, on SQLite or PostgreSQL.
 
 pub mod balancer;
+pub mod ci;
 pub mod containerd;
 pub mod issuer;
+pub mod platforms;
+pub mod podman;
 pub mod postgres;
 pub mod python;
 pub mod redis;
@@ -72,6 +75,19 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a free port")
+}
+
+/// Runs a client tool (skopeo, podman) to completion: `Ok` on success, else its stderr.
+pub fn run_tool(cmd: &mut std::process::Command) -> Result<(), String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test installs it)"));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 pub fn random_suffix() -> String {

@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{Gateway, free_port};
+use super::{Gateway, free_port, run_tool};
 
 /// `fedgate keys registry-cert` for the gateway's keys directory.
 pub fn registry_cert(gw: &Gateway) -> String {
@@ -257,26 +257,49 @@ impl Registry {
         } else {
             ("--src-creds", "--src-tls-verify=false")
         };
-        let out = Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--retry-times",
-                "0",
-                tls,
-                flag,
-                &creds,
-                src,
-                dst,
-            ])
-            .env("HOME", self.dir.path())
-            .output()
-            .expect("skopeo is installed (apt-get install skopeo)");
-        if out.status.success() {
-            Ok(())
+        run_tool(
+            Command::new("skopeo")
+                .args([
+                    "--insecure-policy",
+                    "copy",
+                    "--retry-times",
+                    "0",
+                    tls,
+                    flag,
+                    &creds,
+                    src,
+                    dst,
+                ])
+                .env("HOME", self.dir.path()),
+        )
+    }
+
+    /// `skopeo copy` from `src` to `dst` with only `authfile` for credentials, and of the
+    /// environment only `env` (a credential helper's needs, such as PATH and HOME; HOME is an
+    /// empty directory unless `env` names one).
+    pub fn skopeo_copy_with_authfile(
+        &self,
+        src: &str,
+        dst: &str,
+        authfile: &Path,
+        env: &[(String, String)],
+    ) -> Result<(), String> {
+        let home = tempfile::tempdir().unwrap();
+        let (authfile_flag, tls) = if dst.starts_with("docker://") {
+            ("--dest-authfile", "--dest-tls-verify=false")
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+            ("--src-authfile", "--src-tls-verify=false")
+        };
+        run_tool(
+            Command::new("skopeo")
+                .args(["--insecure-policy", "copy", "--retry-times", "0", tls])
+                .arg(authfile_flag)
+                .arg(authfile)
+                .args([src, dst])
+                .env_clear()
+                .env("HOME", home.path())
+                .envs(env.iter().map(|(k, v)| (k, v))),
+        )
     }
 
     pub fn image(&self, repository: &str, tag: &str) -> String {
