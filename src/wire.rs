@@ -22,31 +22,55 @@ pub const ROBOT_RESOURCE_PREFIX: &str = "urn:quay:robot:";
 
 /// 7.1 success: `{"token", "expires_in", "token_type": "Bearer"}`.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "server",
+    derive(utoipa::ToSchema),
+    schema(description = "A minted robot token (the JWT is the robot's password at `/v2/auth`).")
+)]
 pub struct RobotToken<'a> {
     #[serde(borrow)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub token: Cow<'a, str>,
     pub expires_in: u64,
     #[serde(borrow)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub token_type: Cow<'a, str>,
 }
 
 /// 7.1 refusal (401, 429, 503): `{"error": <message>, "error_code": <code>}`.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "server",
+    derive(utoipa::ToSchema),
+    schema(
+        description = "A refused exchange: what failed, naming the received value, and its error code."
+    )
+)]
 pub struct ExchangeError<'a> {
     #[serde(borrow)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub error: Cow<'a, str>,
     #[serde(borrow)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub error_code: Cow<'a, str>,
 }
 
 /// 7.2 success (RFC 8693 §2.2.1).
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "server",
+    derive(utoipa::ToSchema),
+    schema(description = "A minted robot token, in RFC 8693's form.")
+)]
 pub struct StsToken<'a> {
     #[serde(borrow)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub access_token: Cow<'a, str>,
     #[serde(borrow)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub issued_token_type: Cow<'a, str>,
     #[serde(borrow)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub token_type: Cow<'a, str>,
     pub expires_in: u64,
 }
@@ -54,9 +78,18 @@ pub struct StsToken<'a> {
 /// 7.2 refusal (RFC 6749 §5.2): `{"error", "error_description"}`; the description starts
 /// with the 7.1 code.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "server",
+    derive(utoipa::ToSchema),
+    schema(
+        description = "An RFC 6749 error: its code, and a description (for the exchange, its error code first)."
+    )
+)]
 pub struct OAuthError<'a> {
     #[serde(borrow)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub error: Cow<'a, str>,
     #[serde(borrow, default)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub error_description: Cow<'a, str>,
 }

@@ -68,7 +68,6 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<BasicCredentials, Refusa
     Ok(BasicCredentials { decoded, colon })
 }
 
-/// The JSON error body of 7.1: `{"error": <message>, "error_code": <code>}`.
 fn error(status: StatusCode, code: &str, message: &str, retry_after: Option<u64>) -> Response {
     let body = wire::ExchangeError {
         error: message.into(),
@@ -116,7 +115,23 @@ fn failure(state: &AppState, err: ExchangeError) -> Response {
     }
 }
 
+/// Exchange an identity token for a robot token (Quay's form)
+///
+/// `Authorization: Basic base64(<robot full name>:<OIDC identity token>)`, by GET or POST.
 /// The request is taken whole (last extractor) so its headers are read, not cloned.
+#[utoipa::path(
+    method(get, post),
+    path = "/oauth2/federation/robot/token",
+    operation_id = "federationRobotToken",
+    tag = "exchange",
+    security(("robot_identity" = [])),
+    responses(
+        (status = 200, description = "A robot token", body = wire::RobotToken),
+        (status = 401, description = "The identity token or the request was refused", body = wire::ExchangeError),
+        (status = 429, description = "Too many attempts; see `Retry-After`", body = wire::ExchangeError),
+        (status = 503, description = "The issuer or the database is unreachable; see `Retry-After`", body = wire::ExchangeError),
+    ),
+)]
 pub async fn exchange(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,

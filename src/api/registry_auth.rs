@@ -73,12 +73,37 @@ pub(super) struct Issued {
     pub issued_at: String,
 }
 
+/// `GET /v2/auth`'s answer (distribution's token specification).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RegistryToken<'a> {
+    /// The registry token (a JWT).
+    token: &'a str,
+    /// The same token, under the OAuth2 name.
+    access_token: &'a str,
+    /// Seconds until it expires.
+    expires_in: u64,
+    /// RFC 3339, UTC.
+    issued_at: &'a str,
+}
+
+/// A refusal, in distribution's error form.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RegistryErrors<'a> {
+    errors: [RegistryError<'a>; 1],
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RegistryError<'a> {
+    /// `UNAUTHORIZED`, `DENIED` or `UNAVAILABLE`.
+    code: &'a str,
+    message: &'a str,
+}
+
 fn errors_body(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut response = (
-        status,
-        Json(serde_json::json!({"errors": [{"code": code, "message": message}]})),
-    )
-        .into_response();
+    let body = RegistryErrors {
+        errors: [RegistryError { code, message }],
+    };
+    let mut response = (status, Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             WWW_AUTHENTICATE,
@@ -269,6 +294,29 @@ pub(super) fn record_refusal(
     tracing::info!(target: "audit", kind = "registry_token", robot, result = "refused", error_code = outcome, client, client_id);
 }
 
+/// Get a registry token (Docker token service)
+///
+/// `Authorization: Basic base64(<robot full name>:<robot token or minted token>)`, with
+/// `service` and `scope=repository:<ns>/<repo>:pull,push` parameters; the token grants what
+/// the robot's roles allow of the scopes asked.
+#[utoipa::path(
+    get,
+    path = "/v2/auth",
+    operation_id = "registryToken",
+    tag = "registry",
+    security(("robot_password" = [])),
+    params(
+        ("service" = Option<String>, Query, description = "The registry's service name"),
+        ("scope" = Option<Vec<String>>, Query, description = "`repository:<ns>/<repo>:<actions>`, repeatable"),
+        ("client_id" = Option<String>, Query, description = "The client's name, for the audit line"),
+    ),
+    responses(
+        (status = 200, description = "A registry token", body = RegistryToken),
+        (status = 400, description = "The request is malformed", body = RegistryErrors),
+        (status = 401, description = "The credentials are missing or wrong", body = RegistryErrors),
+        (status = 503, description = "The database is unavailable", body = RegistryErrors),
+    ),
+)]
 pub async fn token(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,
@@ -286,12 +334,12 @@ pub async fn token(
     };
     match serve(&state, request).await {
         Ok(issued) => {
-            let mut response = Json(serde_json::json!({
-                "token": issued.token,
-                "access_token": issued.token,
-                "expires_in": issued.expires_in,
-                "issued_at": issued.issued_at,
-            }))
+            let mut response = Json(RegistryToken {
+                token: &issued.token,
+                access_token: &issued.token,
+                expires_in: issued.expires_in,
+                issued_at: &issued.issued_at,
+            })
             .into_response();
             response
                 .headers_mut()

@@ -25,8 +25,47 @@ use super::oauth_form::{BodyError, Params, invalid_request, oauth_error, token_r
 use super::registry_auth::{self, Denied, TokenRequest};
 use crate::app::AppState;
 use crate::http::ClientAddr;
+use crate::wire;
 
 const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The answer: RFC 6749 §5.1 with distribution's `issued_at`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OAuthRegistryToken<'a> {
+    /// The registry token (a JWT).
+    access_token: &'a str,
+    /// `Bearer`.
+    token_type: &'static str,
+    /// Seconds until it expires.
+    expires_in: u64,
+    /// RFC 3339, UTC.
+    issued_at: &'a str,
+    /// What was granted, space-separated `repository:<ns>/<repo>:<actions>`.
+    scope: String,
+}
+
+/// The form fields of the request.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the form for the OpenAPI document; the handler reads it as Params"
+)]
+pub struct RegistryTokenForm {
+    /// `password` (no refresh tokens)
+    grant_type: String,
+    /// The robot's full name
+    username: String,
+    /// The robot's token, or a token from the exchange
+    password: String,
+    /// The registry's service name
+    service: String,
+    /// The client's name, for the audit line
+    client_id: String,
+    /// `repository:<ns>/<repo>:<actions>`, space-separated
+    scope: Option<String>,
+    /// `online` or `offline` (the same answer: no refresh token)
+    access_type: Option<String>,
+}
 
 /// Why the form itself was refused, before any credential was looked at.
 enum FormError {
@@ -92,6 +131,24 @@ fn check_form(params: &Params) -> Result<(&str, &str), FormError> {
     Ok((username, password))
 }
 
+/// Get a registry token (OAuth2 password grant)
+///
+/// Distribution's OAuth2 form of the token service, which containerd tries before `GET`:
+/// answered exactly as `GET /v2/auth` answers the same robot and scopes.
+#[utoipa::path(
+    post,
+    path = "/v2/auth",
+    operation_id = "registryOAuthToken",
+    tag = "registry",
+    request_body(content = RegistryTokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A registry token", body = OAuthRegistryToken),
+        (status = 400, description = "The form or the credentials were refused", body = wire::OAuthError),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = wire::OAuthError),
+        (status = 415, description = "The body is not a form", body = wire::OAuthError),
+        (status = 503, description = "The database is unavailable", body = wire::OAuthError),
+    ),
+)]
 pub async fn token(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,
@@ -122,13 +179,13 @@ pub async fn token(
     match registry_auth::serve(&state, request).await {
         Ok(issued) => {
             let scope: Vec<String> = issued.access.iter().map(|a| a.scope()).collect();
-            token_response(serde_json::json!({
-                "access_token": issued.token,
-                "token_type": "Bearer",
-                "expires_in": issued.expires_in,
-                "issued_at": issued.issued_at,
-                "scope": scope.join(" "),
-            }))
+            token_response(OAuthRegistryToken {
+                access_token: &issued.token,
+                token_type: "Bearer",
+                expires_in: issued.expires_in,
+                issued_at: &issued.issued_at,
+                scope: scope.join(" "),
+            })
         }
         Err(Denied::Unauthorized(message)) => {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &message, None)

@@ -20,6 +20,23 @@ use crate::wire::{
     self, GRANT_TYPE, ROBOT_RESOURCE_PREFIX as RESOURCE_PREFIX, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
 };
 
+/// The form fields of the request.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the form for the OpenAPI document; the handler reads it as Params"
+)]
+pub struct TokenExchangeForm {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`
+    grant_type: String,
+    /// The OIDC identity token.
+    subject_token: String,
+    /// `urn:ietf:params:oauth:token-type:jwt` or `...:id_token`
+    subject_token_type: String,
+    /// `urn:quay:robot:<robot full name>`
+    resource: String,
+}
+
 fn unsupported_grant_type() -> Response {
     oauth_error(
         StatusCode::BAD_REQUEST,
@@ -29,6 +46,21 @@ fn unsupported_grant_type() -> Response {
     )
 }
 
+/// Exchange an identity token for a robot token (RFC 8693)
+#[utoipa::path(
+    post,
+    path = "/oauth2/token",
+    operation_id = "tokenExchange",
+    tag = "exchange",
+    request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A robot token", body = wire::StsToken),
+        (status = 400, description = "The request or the identity token was refused", body = wire::OAuthError),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = wire::OAuthError),
+        (status = 429, description = "Too many attempts; see `Retry-After`", body = wire::OAuthError),
+        (status = 503, description = "The issuer or the database is unreachable; see `Retry-After`", body = wire::OAuthError),
+    ),
+)]
 pub async fn token(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,

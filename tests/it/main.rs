@@ -4,10 +4,12 @@
 mod harness;
 
 mod action;
+mod ansible;
 mod authz;
 mod binary;
 mod credential_helper;
 mod deploy;
+mod discovery;
 mod docs;
 mod exchange;
 mod federation;
@@ -15,6 +17,7 @@ mod keys;
 mod listener;
 mod login;
 mod permissions;
+mod quay;
 mod registry;
 mod registry_clients;
 mod registry_oauth;

@@ -7,12 +7,14 @@ pub mod issuer;
 pub mod platforms;
 pub mod podman;
 pub mod postgres;
+pub mod python;
 pub mod redis;
 pub mod replica;
 pub mod tls;
 
 pub mod registry;
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use fedgate::clock::{Clock, SystemClock};
 use fedgate::config::Config;
 use fedgate::http::auth::Scope;
 use fedgate::http::listener::ServeOptions;
+use fedgate::http::router::routes;
 use fedgate::rng::{Rng, SystemRng};
 use fedgate::shutdown::{Shutdown, Stop};
 use fedgate::store::{OrgRole, Store};
@@ -371,6 +374,37 @@ impl Gateway {
             .unwrap()
             .len()
     }
+}
+
+/// A concrete path for a route pattern (`{org}` → `acme`, ...), to ask the router about it.
+pub fn concrete(pattern: &str) -> String {
+    pattern
+        .replace("{org}", "acme")
+        .replace("{ns}", "acme")
+        .replace("{short}", "ci")
+        .replace("{repo}", "app")
+        .replace("{name}", "acme+ci")
+        .replace("{prefix}", "alice")
+}
+
+/// Every `(METHOD, path pattern)` the gateway's router serves, as the router itself answers
+/// it: for each pattern of the route table, a method no route allows gets a 405 whose `Allow`
+/// lists the route's methods (HEAD, which axum adds to GET, left out).
+pub async fn served_endpoints(gateway: &Gateway) -> BTreeSet<(String, String)> {
+    let mut served = BTreeSet::new();
+    for (pattern, _) in routes() {
+        let reply = send(gateway.client.request(
+            "TRACE".parse().unwrap(),
+            format!("{}{}", gateway.url, concrete(&pattern)),
+        ))
+        .await;
+        assert_eq!(reply.status, 405, "{pattern}: {}", reply.text);
+        let allow = reply.headers["allow"].to_str().unwrap().to_string();
+        for method in allow.split(',').map(str::trim).filter(|m| *m != "HEAD") {
+            served.insert((method.to_string(), pattern.clone()));
+        }
+    }
+    served
 }
 
 impl Drop for Gateway {
