@@ -18,13 +18,15 @@ mod issuer;
     reason = "the load bench does not stop its gateway with SIGTERM"
 )]
 mod replica;
+#[path = "../tests/it/harness/tls.rs"]
+mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedgate::clock::{Clock, SystemClock};
 use issuer::Issuer;
-use replica::{Replica, acme_admin};
+use replica::{Replica, acme_admin, admin};
 
 /// Used by the shared issuer module for `jti`s.
 fn random_suffix() -> String {
@@ -62,6 +64,7 @@ impl Gateway {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        admin(&env, &["migrate"]);
         let token = acme_admin(&env);
         let replica = Replica::start(&env, dir.path(), "fedgate").await;
         configure(&replica.url, &token, issuer).await;

@@ -1,6 +1,7 @@
 //! The state every handler shares, and how it is opened from a [`Config`].
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::clock::{Clock, SystemClock};
@@ -14,9 +15,10 @@ use crate::robot_cache::RobotCache;
 use crate::shared::Shared;
 use crate::shared::limits::RateLimiter;
 use crate::shared::redis::RedisShared;
+use crate::store::schema::SchemaError;
 use crate::store::{SqlStore, Store};
 use crate::tokens::at_rest::AtRestKeys;
-use crate::tokens::signing::{Keyring, KeyringError, SigningAlg};
+use crate::tokens::signing::{self, Keyring, KeyringError, SigningAlg};
 
 /// Cheap to clone: one `Arc` around everything.
 #[derive(Clone)]
@@ -36,7 +38,7 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<dyn Rng>,
     pub metrics: Metrics,
-    /// Swapped whole when `keys rotate` adds a key (see [`AppState::reload_keyring`]).
+    /// Swapped whole when the keys directory changes (see [`AppState::reload_keyring`]).
     keyring: RwLock<Arc<Keyring>>,
     /// Identity issuers' keys.
     pub key_cache: KeyCache,
@@ -48,6 +50,8 @@ pub struct Inner {
     /// written when a minute old anyway; skipping the statement for the rest of the minute
     /// saves a write per login (SQLite serializes writes), for a lag under two minutes.
     pub recent_access: RateLimiter,
+    /// Set once shutdown starts: `/readyz` answers 503 so load balancers route elsewhere.
+    draining: AtomicBool,
 }
 
 impl Deref for AppState {
@@ -63,8 +67,8 @@ impl Deref for AppState {
 pub enum OpenError {
     #[error("cannot open the database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("cannot migrate the database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     #[error(transparent)]
     Keys(#[from] crate::tokens::at_rest::AtRestError),
     #[error(transparent)]
@@ -78,10 +82,10 @@ pub enum OpenError {
 }
 
 impl AppState {
-    /// Connects to the database (migrating it), loads or creates the keys, with the real clock
-    /// and random source.
-    pub async fn open(config: Config) -> Result<Self, OpenError> {
-        let store = open_store(&config).await?;
+    /// Connects to the database (migrating it only when `schema` says so), loads or creates
+    /// the keys, with the real clock and random source.
+    pub async fn open(config: Config, schema: SchemaPolicy) -> Result<Self, OpenError> {
+        let store = open_store(&config, schema).await?;
         Self::with_parts(
             config,
             Arc::new(store),
@@ -117,10 +121,11 @@ impl AppState {
         source: Arc<dyn JwksSource>,
     ) -> Result<Self, OpenError> {
         let at_rest = AtRestKeys::load_or_create(&config.keys.dir, rng.as_ref())?;
+        ensure_signing_key(&config, clock.unix())?;
         let keyring = load_keyring(&config, clock.unix())?;
         let redis = match config.storage.redis_url.as_str() {
             "" => None,
-            url => Some(RedisShared::new(url).map_err(|e| OpenError::Redis(e.to_string()))?),
+            url => Some(open_redis(url, &config.storage.redis_ca_file)?),
         };
         let metrics = Metrics::new();
         let key_cache = KeyCache::new(
@@ -153,6 +158,7 @@ impl AppState {
             keyring: RwLock::new(Arc::new(keyring)),
             key_cache,
             robots,
+            draining: AtomicBool::new(false),
         })))
     }
 
@@ -163,6 +169,15 @@ impl AppState {
         self.shared.announce_change(full_name).await;
     }
 
+    /// Shutdown has started: stop advertising readiness.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     /// The current signing keyring.
     pub fn keyring(&self) -> Arc<Keyring> {
         match self.keyring.read() {
@@ -171,21 +186,42 @@ impl AppState {
         }
     }
 
-    /// Reloads the keyring when key files changed on disk (`keys rotate`) or an old key is due
-    /// to retire; otherwise costs one directory listing. Called every few seconds by the server.
+    /// Reloads the keyring when key files changed on disk (`keys rotate`, `keys activate`) or
+    /// an old key is due to retire; otherwise costs a directory listing and reading the small
+    /// key sidecars. Called every few seconds by the server. It never creates a key: replicas
+    /// configured differently would otherwise take turns adding keys.
     pub fn reload_keyring(&self) -> Result<(), KeyringError> {
         let now = self.clock.unix();
         if !self.keyring().out_of_date(&self.config.keys.dir, now) {
             return Ok(());
         }
         let reloaded = load_keyring(&self.config, now)?;
-        tracing::info!(active_kid = %reloaded.active().kid, published = reloaded.published().len(), "signing keyring reloaded");
+        let signing = reloaded.signing_key(now);
+        let next = reloaded.published().last().filter(|k| k.activates_at > now);
+        tracing::info!(
+            signing_kid = %signing.kid,
+            next_kid = next.map(|k| k.kid.as_str()),
+            next_activates_at = next.map(|k| k.activates_at),
+            published = reloaded.published().len(),
+            "signing keyring reloaded"
+        );
         match self.keyring.write() {
             Ok(mut ring) => *ring = Arc::new(reloaded),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(reloaded),
         }
         Ok(())
     }
+}
+
+fn open_redis(url: &str, ca_file: &str) -> Result<RedisShared, OpenError> {
+    let ca = match ca_file {
+        "" => None,
+        path => Some(
+            std::fs::read(path)
+                .map_err(|e| OpenError::Redis(format!("storage.redis_ca_file {path}: {e}")))?,
+        ),
+    };
+    RedisShared::new(url, ca).map_err(|e| OpenError::Redis(e.to_string()))
 }
 
 /// How long a superseded signing key stays published: as long as any token it signed can be
@@ -198,15 +234,44 @@ pub fn key_retirement_seconds(config: &Config) -> i64 {
     (longest + config.federation.leeway_seconds) as i64
 }
 
-/// Loads (or on first start creates) the signing keyring configured by `keys`.
-pub fn load_keyring(config: &Config, now: i64) -> Result<Keyring, KeyringError> {
-    let alg = SigningAlg::parse(&config.keys.signing_alg).unwrap_or(SigningAlg::ES256);
-    Keyring::load(&config.keys.dir, alg, key_retirement_seconds(config), now)
+/// The configured signing algorithm (validated by [`Config::validate`]).
+pub fn signing_alg(config: &Config) -> SigningAlg {
+    SigningAlg::parse(&config.keys.signing_alg).unwrap_or(SigningAlg::ES256)
 }
 
-/// Opens and migrates the configured database.
-pub async fn open_store(config: &Config) -> Result<SqlStore, OpenError> {
+/// On start: creates the first signing key, or stages one when `keys.signing_alg` changed.
+pub fn ensure_signing_key(config: &Config, now: i64) -> Result<(), KeyringError> {
+    let delay = i64::try_from(config.keys.activation_delay_seconds).unwrap_or(i64::MAX);
+    if let Some(made) = signing::ensure_key(&config.keys.dir, signing_alg(config), delay, now)? {
+        tracing::info!(key = %made.name, activates_at = made.activates_at(), "signing key created");
+    }
+    Ok(())
+}
+
+/// Loads the signing keyring of `keys.dir`.
+pub fn load_keyring(config: &Config, now: i64) -> Result<Keyring, KeyringError> {
+    Keyring::load(&config.keys.dir, key_retirement_seconds(config), now)
+}
+
+/// What opening the database may do to its schema (the policy is in [`crate::store::schema`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaPolicy {
+    /// Apply pending migrations first: `fedgate migrate`, `serve`, tests.
+    Migrate,
+    /// Change nothing; refuse a schema older than this binary needs.
+    Require,
+}
+
+/// Opens the configured database and applies `schema`.
+pub async fn open_store(config: &Config, schema: SchemaPolicy) -> Result<SqlStore, OpenError> {
     let store = SqlStore::connect(&config.storage.database_url, config.database_kind()?).await?;
-    store.migrate().await?;
+    match schema {
+        SchemaPolicy::Migrate => {
+            let migrated = store.migrate().await?;
+            tracing::info!(applied = ?migrated.applied, "{migrated}");
+            crate::store::schema::require(&migrated.state)?;
+        }
+        SchemaPolicy::Require => crate::store::schema::require(&store.schema().await?)?,
+    }
     Ok(store)
 }

@@ -60,6 +60,18 @@ pub fn quay_date(unix: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Formats a Unix timestamp as RFC 3339 in UTC, e.g. `2024-05-10T15:11:00Z` (token
+/// responses, the CLI's key times).
+pub fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +80,7 @@ mod tests {
     fn dates_are_written_as_quay_writes_them() {
         assert_eq!(quay_date(1_715_353_860), "Fri, 10 May 2024 15:11:00 -0000");
         assert_eq!(quay_date(0), "Thu, 01 Jan 1970 00:00:00 -0000");
+        assert_eq!(rfc3339(1_715_353_860), "2024-05-10T15:11:00Z");
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::http::client_ip::{Cidr, ForwardedHeader, TrustedProxies};
 const ENV_PREFIX: &str = "FEDGATE_";
 /// The one `FEDGATE_*` variable that is not a key override: the config file path.
 pub const ENV_CONFIG_PATH: &str = "FEDGATE_CONFIG";
+/// The client's variables (`fedgate login`, docs/login.md). A CI job that sets them may also
+/// run the gateway, so the loader skips them; no configuration section may be named `login`.
+const CLIENT_ENV_PREFIX: &str = "FEDGATE_LOGIN_";
 
 /// An invalid configuration, with a one-line reason for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,9 @@ pub struct Server {
     /// `/metrics` is served here only; empty disables it.
     pub metrics_listen: String,
     pub max_body_bytes: usize,
+    /// After SIGTERM, `/readyz` answers 503 and new connections are still accepted for this
+    /// long, so load balancers stop routing here before the listener closes.
+    pub drain_seconds: u64,
     /// Load balancers and proxies whose forwarded header names the client (see
     /// [`crate::http::client_ip`]); they are also exempt from `max_connections_per_ip`.
     pub trusted_proxies: Vec<Cidr>,
@@ -74,6 +80,7 @@ impl Default for Server {
             tls_key: String::new(),
             metrics_listen: "127.0.0.1:9090".into(),
             max_body_bytes: 1024 * 1024,
+            drain_seconds: 5,
             trusted_proxies: Vec::new(),
             trusted_proxy_header: ForwardedHeader::default(),
             max_connections: 4096,
@@ -106,6 +113,8 @@ impl Server {
 pub struct Storage {
     pub database_url: String,
     pub redis_url: String,
+    /// PEM CA bundle that verifies a `rediss://` server instead of the Mozilla roots.
+    pub redis_ca_file: String,
 }
 
 impl Default for Storage {
@@ -113,6 +122,7 @@ impl Default for Storage {
         Self {
             database_url: "sqlite://data/fedgate.db".into(),
             redis_url: String::new(),
+            redis_ca_file: String::new(),
         }
     }
 }
@@ -122,6 +132,9 @@ impl Default for Storage {
 pub struct Keys {
     pub dir: PathBuf,
     pub signing_alg: String,
+    /// How long after `keys rotate` the staged key starts signing (unless `keys activate`
+    /// brings it forward): the time to give registries its certificate.
+    pub activation_delay_seconds: u64,
 }
 
 impl Default for Keys {
@@ -129,6 +142,7 @@ impl Default for Keys {
         Self {
             dir: PathBuf::from("data/keys"),
             signing_alg: "ES256".into(),
+            activation_delay_seconds: 86_400,
         }
     }
 }
@@ -177,6 +191,10 @@ pub struct Registry {
     /// Docker token `service` and `aud`; empty means host[:port] of `server.public_url`.
     pub service: String,
     pub token_ttl_seconds: u64,
+    /// Registry tokens carry the signing key's certificate (JWS `x5c`), which distribution 2.x
+    /// and 3.x check against `rootcertbundle`. Off: the `kid` alone, for distribution 3.x
+    /// given a `jwks` file and no bundle.
+    pub token_x5c: bool,
 }
 
 impl Default for Registry {
@@ -184,6 +202,7 @@ impl Default for Registry {
         Self {
             service: String::new(),
             token_ttl_seconds: 300,
+            token_x5c: true,
         }
     }
 }
@@ -314,6 +333,16 @@ impl Config {
                 "server.max_body_bytes must be at least 1024",
             ));
         }
+        if is_loopback_host(&public) && !s.listen.ip().is_loopback() {
+            // The default public_url with a listener other hosts reach: every token would
+            // carry the wrong `iss`, and no client would reach the URL it names.
+            if s.public_url == Server::default().public_url {
+                return Err(ConfigError::new(format!(
+                    "server.public_url is still the default {} while server.listen is {}: set it to the URL clients reach fedgate at (it is the iss of every token)",
+                    s.public_url, s.listen
+                )));
+            }
+        }
         self.database_kind()?;
         let redis = &self.storage.redis_url;
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
@@ -321,10 +350,26 @@ impl Config {
                 "storage.redis_url must start with redis:// or rediss://",
             ));
         }
+        if redis.contains("#insecure") {
+            return Err(ConfigError::new(
+                "storage.redis_url: #insecure (no certificate check) is not supported; trust a private CA with storage.redis_ca_file",
+            ));
+        }
+        if !self.storage.redis_ca_file.is_empty() && !redis.starts_with("rediss://") {
+            return Err(ConfigError::new(
+                "storage.redis_ca_file needs a rediss:// storage.redis_url",
+            ));
+        }
         if !matches!(self.keys.signing_alg.as_str(), "ES256" | "RS256" | "EdDSA") {
             return Err(ConfigError::new(format!(
                 "keys.signing_alg: {:?} is not one of ES256, RS256, EdDSA",
                 self.keys.signing_alg
+            )));
+        }
+        let margin = crate::tokens::signing::ACTIVATION_MARGIN_SECONDS;
+        if self.keys.activation_delay_seconds < margin as u64 {
+            return Err(ConfigError::new(format!(
+                "keys.activation_delay_seconds must be at least {margin}: every replica must have read a staged key before it signs"
             )));
         }
         let f = &self.federation;
@@ -376,6 +421,23 @@ impl Config {
         Ok(())
     }
 
+    /// Valid but suspicious settings, one line each: `serve` logs them and `config check`
+    /// prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let s = &self.server;
+        if let Ok(public) = Url::parse(&s.public_url)
+            && is_loopback_host(&public)
+            && !s.listen.ip().is_loopback()
+        {
+            warnings.push(format!(
+                "server.public_url {} is a loopback URL but server.listen {} accepts other hosts: tokens name {} as their issuer; right only when clients reach fedgate through a port forwarded to this host",
+                s.public_url, s.listen, s.public_url
+            ));
+        }
+        warnings
+    }
+
     pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
         let url = &self.storage.database_url;
         if url.starts_with("sqlite:") {
@@ -411,6 +473,16 @@ impl Config {
         shown.storage.database_url = mask_url_password(&shown.storage.database_url);
         shown.storage.redis_url = mask_url_password(&shown.storage.redis_url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]`.
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -465,7 +537,11 @@ fn apply_env(
         .map_err(|e| ConfigError::new(format!("internal: defaults do not serialize: {e}")))?;
     let mut overrides: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != ENV_CONFIG_PATH)
+        .filter(|(name, _)| {
+            name.starts_with(ENV_PREFIX)
+                && name != ENV_CONFIG_PATH
+                && !name.starts_with(CLIENT_ENV_PREFIX)
+        })
         .collect();
     overrides.sort();
     for (name, raw) in overrides {
@@ -599,6 +675,26 @@ mod tests {
     }
 
     #[test]
+    fn the_clients_variables_are_not_configuration_keys() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("FEDGATE_LOGIN_URL", "https://fedgate.example.com"),
+                ("FEDGATE_LOGIN_ROBOT", "acme+ci"),
+                ("FEDGATE_LOGIN_ID_TOKEN", "a.b.c"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.to_masked_toml(), Config::default().to_masked_toml());
+        assert!(
+            toml::Table::try_from(Config::default())
+                .unwrap()
+                .get("login")
+                .is_none()
+        );
+    }
+
+    #[test]
     fn bad_values_give_one_line_reasons() {
         for (doc, needle) in [
             ("[server]\nlisten = \"nowhere\"", "socket address"),
@@ -622,6 +718,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("whole number"), "{err}");
+    }
+
+    #[test]
+    fn a_loopback_public_url_with_an_open_listener_is_refused_or_warned() {
+        let err = Config::from_toml("[server]\nlisten = \"0.0.0.0:8080\"").unwrap_err();
+        assert!(err.to_string().contains("server.public_url"), "{err}");
+        let local = Config::from_toml(
+            "[server]\nlisten = \"0.0.0.0:8080\"\npublic_url = \"http://localhost:8080\"",
+        )
+        .unwrap();
+        assert_eq!(local.warnings().len(), 1, "{:?}", local.warnings());
+        for ok in [
+            "[server]\nlisten = \"0.0.0.0:8080\"\npublic_url = \"https://fedgate.example.com\"",
+            "[server]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"http://localhost:8080\"",
+            "",
+        ] {
+            let c = Config::from_toml(ok).unwrap();
+            assert!(c.warnings().is_empty(), "{ok:?}: {:?}", c.warnings());
+        }
+    }
+
+    #[test]
+    fn redis_tls_settings_are_checked() {
+        for (doc, needle) in [
+            (
+                "[storage]\nredis_url = \"redis://r:6379\"\nredis_ca_file = \"ca.pem\"",
+                "rediss://",
+            ),
+            (
+                "[storage]\nredis_url = \"rediss://r:6379/#insecure\"",
+                "#insecure",
+            ),
+        ] {
+            let err = Config::from_toml(doc).unwrap_err().to_string();
+            assert!(err.contains(needle), "{doc:?} gave {err:?}");
+        }
+        Config::from_toml("[storage]\nredis_url = \"rediss://r:6380\"\nredis_ca_file = \"ca.pem\"")
+            .unwrap();
     }
 
     #[test]

@@ -10,19 +10,26 @@ use crate::app::AppState;
 use crate::http::listener::{self, ServeOptions};
 use crate::http::router;
 use crate::shared;
+use crate::shutdown::{Shutdown, Stop};
 
-/// How often the keyring directory is checked for `keys rotate`.
-const KEYRING_CHECK: Duration = Duration::from_secs(5);
+/// How often the keyring directory is checked for `keys rotate` and `keys activate` (staged
+/// keys activate no sooner than twice this after any change: `signing::ACTIVATION_MARGIN_SECONDS`).
+const KEYRING_CHECK: Duration =
+    Duration::from_secs(crate::tokens::signing::RELOAD_INTERVAL_SECONDS as u64);
 /// How often expired replay records are deleted.
 const REPLAY_PURGE: Duration = Duration::from_secs(60);
 
-/// Serves `state` on the pre-bound listeners until `shutdown` resolves, then drains both.
+/// Serves `state` on the pre-bound listeners until `shutdown` asks to stop, then drains:
+/// `/readyz` answers 503 at once; for `server.drain_seconds` (unless the request was
+/// [`Stop::Now`] or another request comes) new connections are still accepted, so requests
+/// a load balancer routes here while it takes this replica out are answered, not refused;
+/// then the public listener closes and in-flight requests get `options.grace_period`.
 pub async fn run(
     state: AppState,
     public: TcpListener,
     metrics: Option<TcpListener>,
     options: ServeOptions,
-    shutdown: impl Future<Output = ()>,
+    mut shutdown: Shutdown,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -59,20 +66,30 @@ pub async fn run(
                 .await;
         })
     });
-    let public_task = listener::serve(
+    let drain = Duration::from_secs(state.config.server.drain_seconds);
+    let draining = state.clone();
+    let stop_accepting = async move {
+        let first = shutdown.next().await;
+        draining.start_draining();
+        if first == Stop::Drain && !drain.is_zero() {
+            tracing::info!(
+                drain_seconds = drain.as_secs(),
+                "draining: /readyz answers 503, new requests are still served until the window ends"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(drain) => {}
+                _ = shutdown.next() => tracing::info!("drain window cut short"),
+            }
+        }
+        tracing::info!("no longer accepting connections; finishing in-flight requests");
+    };
+    listener::serve(
         public,
         router::router(state.clone()),
         options,
-        stopped(stop_rx),
-    );
-    tokio::pin!(public_task);
-    tokio::select! {
-        () = &mut public_task => {}
-        () = shutdown => {
-            let _ = stop_tx.send(true);
-            public_task.await;
-        }
-    }
+        stop_accepting,
+    )
+    .await;
     let _ = stop_tx.send(true);
     if let Some(task) = metrics_task {
         let _ = task.await;

@@ -75,7 +75,11 @@ impl IdentityIssuer {
         config.federation.replay_protection = replay;
         config.limits.failed_exchanges_per_minute_per_ip = 0;
         config.limits.exchanges_per_minute_per_robot = 0;
-        let store = std::sync::Arc::new(fedgate::app::open_store(&config).await.unwrap());
+        let store = std::sync::Arc::new(
+            fedgate::app::open_store(&config, fedgate::app::SchemaPolicy::Migrate)
+                .await
+                .unwrap(),
+        );
         let state = fedgate::app::AppState::with_jwks_source(
             config,
             store,

@@ -3,6 +3,7 @@
 //! - [`listener`]: accepts connections (plain or TLS) and shuts down gracefully.
 //! - [`connections`]: connection slots, per-address caps, and how long a connection may go
 //!   without a request or take over a body.
+//! - [`certs`]: the server certificate, reloaded when its files change.
 //! - [`router`]: the route table and the middleware that logs, counts and renders errors.
 //! - [`error`]: [`ApiError`](error::ApiError), the Quay-shaped error body of the admin API.
 //! - [`auth`]: who is calling the admin API and what they may touch.
@@ -10,6 +11,7 @@
 //! - [`client_ip`]: the client's address behind trusted proxies.
 
 pub mod auth;
+pub mod certs;
 pub mod client_ip;
 pub mod connections;
 pub mod error;

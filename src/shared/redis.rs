@@ -33,9 +33,19 @@ impl std::fmt::Debug for RedisShared {
 }
 
 impl RedisShared {
-    /// Prepares the connection; nothing is dialled until the first operation.
-    pub fn new(url: &str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+    /// Prepares the connection; nothing is dialled until the first operation. A `rediss://`
+    /// URL is TLS, verified against `ca_pem` when given, else the Mozilla roots.
+    pub fn new(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Self, redis::RedisError> {
+        let client = match ca_pem {
+            None => redis::Client::open(url)?,
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca),
+                },
+            )?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))

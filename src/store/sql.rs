@@ -13,6 +13,7 @@ use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor, Row};
 
 use super::changes::{RobotRef, record_change};
+use super::schema::{self, Migrated, SchemaError, SchemaState};
 use super::{
     ApiTokenRecord, ApiTokenStore, FederationEntry, FederationStore, Grant, NamespaceKind,
     NamespaceStore, NewRobot, OrgRole, PermissionStore, ReplayStore, Robot, RobotStore, Role,
@@ -20,14 +21,13 @@ use super::{
 };
 use crate::config::DatabaseKind;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
-
 const ROBOT_COLUMNS: &str = "id, namespace, short_name, description, metadata, token_sealed, \
                              revision, created_at, last_accessed";
 
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pub(super) pool: AnyPool,
+    kind: DatabaseKind,
 }
 
 impl SqlStore {
@@ -62,12 +62,17 @@ impl SqlStore {
                 .execute(&pool)
                 .await?;
         }
-        Ok(Self { pool })
+        Ok(Self { pool, kind })
     }
 
-    /// Applies pending migrations (idempotent; safe to run from several processes).
-    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        MIGRATOR.run(&self.pool).await
+    /// Where the schema stands against this binary's migrations (reads only).
+    pub async fn schema(&self) -> Result<SchemaState, SchemaError> {
+        schema::inspect(&self.pool, self.kind).await
+    }
+
+    /// Applies pending migrations (see [`schema`] for the policy).
+    pub async fn migrate(&self) -> Result<Migrated, SchemaError> {
+        schema::migrate(&self.pool, self.kind).await
     }
 }
 
@@ -210,12 +215,26 @@ impl NamespaceStore for SqlStore {
                 .bind(user)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(match role.as_deref() {
-            None => None,
-            Some("admin") => Some(OrgRole::Admin),
-            Some("member") => Some(OrgRole::Member),
-            Some(other) => return Err(StoreError::Corrupt(format!("member role {other:?}"))),
-        })
+        role.as_deref().map(member_role).transpose()
+    }
+
+    async fn user_orgs(&self, user: &str) -> StoreResult<Vec<(String, OrgRole)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT org, role FROM org_members WHERE username = $1 ORDER BY org")
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(org, role)| Ok((org, member_role(&role)?)))
+            .collect()
+    }
+}
+
+fn member_role(stored: &str) -> StoreResult<OrgRole> {
+    match stored {
+        "admin" => Ok(OrgRole::Admin),
+        "member" => Ok(OrgRole::Member),
+        other => Err(StoreError::Corrupt(format!("member role {other:?}"))),
     }
 }
 

@@ -37,6 +37,8 @@ impl Site {
                 "FEDGATE_SERVER_METRICS_LISTEN".to_string(),
                 format!("127.0.0.1:{metrics_port}"),
             ),
+            // Nobody routes around these: stop accepting at once on SIGTERM.
+            ("FEDGATE_SERVER_DRAIN_SECONDS".to_string(), "0".to_string()),
         ];
         if backend == Backend::Postgres {
             // SQLite stays on the embedded default (./data/fedgate.db in the working directory).
@@ -126,6 +128,8 @@ async fn admin_verbs_serve_and_restart_lose_nothing(backend: Backend) {
     let site = Site::new(backend).await;
     let log = site.dir.path().join("serve.log");
 
+    let migrated = site.run(&["migrate"]);
+    assert_eq!(code(&migrated), 0, "{}", stderr(&migrated));
     assert_eq!(code(&site.run(&["user", "create", "alice"])), 0);
     let again = site.run(&["user", "create", "alice"]);
     assert_eq!(code(&again), 1, "{}", stderr(&again));
@@ -251,6 +255,10 @@ async fn admin_verbs_serve_and_restart_lose_nothing(backend: Backend) {
 
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("fedgate is serving"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no ANSI colour codes when stderr is not a terminal (journald, files): {logs:?}"
+    );
     assert!(
         logs.contains("robot.create"),
         "audit line for the change: {logs}"

@@ -6,7 +6,7 @@ use fedgate::clock::{Clock, SystemClock};
 use serde_json::{Value, json};
 
 use crate::harness::issuer::Issuer;
-use crate::harness::replica::{Replica, acme_admin};
+use crate::harness::replica::{Replica, acme_admin, admin};
 use crate::harness::{Backend, Gateway, Reply, send};
 
 /// CPU seconds (user + system) process `pid` has used, from /proc/<pid>/stat (in clock ticks
@@ -65,6 +65,7 @@ async fn wildcard_subjects_cannot_burn_cpu() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    admin(&env, &["migrate"]);
     let token = acme_admin(&env);
     let gw = Replica::start(&env, dir.path(), "gw").await;
     let robot_path = "/api/v1/organization/acme/robots/ci";

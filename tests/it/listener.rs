@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedgate::config::Config;
+use fedgate::http::certs::{CHECK_EVERY, ReloadingCert};
 use fedgate::http::listener::{ServeOptions, load_tls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::harness::tls::TestCa;
 use crate::harness::{Backend, Gateway, database_url};
 
 async fn gateway(options: ServeOptions) -> Gateway {
@@ -55,6 +57,72 @@ async fn serves_https_with_the_configured_certificate() {
     std::fs::write(dir.path().join("garbage.pem"), "not pem").unwrap();
     let garbage = load_tls(&cert_path, &dir.path().join("garbage.pem")).unwrap_err();
     assert!(garbage.contains("server.tls_key"), "{garbage}");
+}
+
+/// A renewed certificate written over the files is served without a restart; a key that
+/// does not match the certificate (a renewal half written) is refused and the old pair stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestCa::new("first CA");
+    let (_, cert_path, key_path) = first.write_into(dir.path(), &["127.0.0.1"]);
+    let gw = gateway(ServeOptions {
+        tls: Some(load_tls(&cert_path, &key_path).unwrap()),
+        ..ServeOptions::default()
+    })
+    .await;
+    let trusting = |ca: &TestCa| {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()])
+            .build()
+            .unwrap()
+    };
+    let healthz = format!("{}/healthz", gw.url);
+    assert_eq!(
+        trusting(&first)
+            .get(&healthz)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Half written: the new certificate with the old key is refused, the old pair stays.
+    let second = TestCa::new("second CA");
+    let (cert, key) = second.leaf(&["127.0.0.1"]);
+    let watcher = ReloadingCert::load(
+        &cert_path,
+        &key_path,
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+    .unwrap();
+    std::fs::write(&cert_path, &cert).unwrap();
+    let mismatch = watcher.reload_if_changed().unwrap_err();
+    assert!(mismatch.contains("tls_cert/tls_key"), "{mismatch}");
+
+    std::fs::write(&key_path, &key).unwrap();
+    assert!(
+        watcher.reload_if_changed().unwrap(),
+        "a consistent pair loads"
+    );
+    let renewed = trusting(&second);
+    let mut served = false;
+    for _ in 0..(4 * CHECK_EVERY.as_secs() * 10) {
+        if renewed.get(&healthz).send().await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        served,
+        "the renewed certificate is served within a few checks"
+    );
+    assert!(
+        trusting(&first).get(&healthz).send().await.is_err(),
+        "the old certificate is no longer served"
+    );
 }
 
 #[tokio::test]

@@ -3,20 +3,32 @@
 
 mod harness;
 
+mod action;
+mod ansible;
 mod authz;
 mod binary;
 mod change_log;
 mod claims;
+mod credential_helper;
 mod deploy;
+mod discovery;
+mod docs;
 mod exchange;
 mod federation;
 mod issuers;
+mod keys;
 mod listener;
 mod lockout;
+mod login;
 mod memory;
 mod permissions;
 mod properties;
+mod quay;
 mod registry;
+mod registry_clients;
 mod registry_limits;
+mod registry_oauth;
 mod replicas;
 mod robots;
+mod rotation;
+mod upgrades;

@@ -7,7 +7,7 @@ use fedgate::clock::{Clock, SystemClock};
 use serde_json::{Value, json};
 
 use crate::harness::issuer::{Issuer, TestKey};
-use crate::harness::replica::{Replica, acme_admin};
+use crate::harness::replica::{Replica, acme_admin, admin};
 use crate::harness::{Reply, send};
 
 const MIB: u64 = 1024 * 1024;
@@ -99,6 +99,7 @@ async fn big_federation_lists_stay_within_the_robot_cache_budget() {
         &issuer,
         &[("FEDGATE_LIMITS_ROBOT_CACHE_BYTES", BUDGET.to_string())],
     );
+    admin(&env, &["migrate"]);
     let token = acme_admin(&env);
     let gw = Replica::start(&env, dir.path(), "gw").await;
     let started = rss_bytes(gw.pid());
@@ -242,6 +243,7 @@ async fn many_issuers_on_one_host_stay_within_the_jwks_cache_budget() {
             ("FEDGATE_LIMITS_JWKS_CACHE_BYTES", BUDGET.to_string()),
         ],
     );
+    admin(&env, &["migrate"]);
     let token = acme_admin(&env);
     let gw = Replica::start(&env, dir.path(), "gw").await;
     let started = rss_bytes(gw.pid());

@@ -8,11 +8,12 @@ use serde_json::{Value, json};
 use crate::harness::issuer::{Issuer, Mode};
 use crate::harness::postgres::{self, PgServer};
 use crate::harness::redis::RedisServer;
-use crate::harness::replica::{Replica, acme_admin, admin};
+use crate::harness::replica::{Replica, acme_admin, admin, fedgate};
+use crate::harness::tls::TestCa;
 use crate::harness::{Reply, send};
 
 /// The environment every replica of one deployment shares.
-fn deployment(
+pub fn deployment(
     database_url: &str,
     redis_url: Option<&str>,
     issuer: &Issuer,
@@ -45,7 +46,7 @@ fn entries(issuer: &Issuer, subject: &str) -> Value {
     json!([{"issuer": issuer.url, "subject": subject, "audiences": ["https://github.com/octo-org"]}])
 }
 
-async fn call(url: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+pub async fn call(url: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
     let mut request = reqwest::Client::new()
         .request(method.parse().unwrap(), format!("{url}{path}"))
         .bearer_auth(token);
@@ -81,7 +82,7 @@ async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> O
 }
 
 /// Sets up org `acme` with robot `ci` federated for `subject`; returns the admin API token.
-async fn acme(env: &[(String, String)], replica: &Replica, issuer: &Issuer) -> String {
+pub async fn acme(env: &[(String, String)], replica: &Replica, issuer: &Issuer) -> String {
     let token = acme_admin(env);
     let created = call(
         &replica.url,
@@ -116,14 +117,87 @@ async fn two_replicas_share_replay_records_and_changes() {
         &issuer,
         &dir.path().join("keys"),
     );
-    admin(&env, &["migrate"]);
-    let a = Replica::start(&env, dir.path(), "a").await;
-    let b = Replica::start(&env, dir.path(), "b").await;
-    let token = acme(&env, &a, &issuer).await;
+    replay_and_changes_are_shared(&env, &issuer, dir.path()).await;
+}
+
+/// The same over TLS: PostgreSQL with `ssl = on` verified as `sslmode=verify-full` against a
+/// CA made here, and Redis on a TLS port (`rediss://`) verified against its own CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_replay_records_and_changes_over_tls() {
+    let issuer = Issuer::rsa().await;
+    let redis = RedisServer::start_tls();
+    let pg = postgres::tls_server();
+    let pg_ca = pg.ca_file.as_ref().unwrap().display().to_string();
+    let database = pg.fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let verified = format!("{database}?sslmode=verify-full&sslrootcert={pg_ca}");
+    let mut env = deployment(
+        &verified,
+        Some(&redis.url()),
+        &issuer,
+        &dir.path().join("keys"),
+    );
+    assert!(redis.url().starts_with("rediss://"));
+    env.push((
+        "FEDGATE_STORAGE_REDIS_CA_FILE".into(),
+        redis.ca_file.as_ref().unwrap().display().to_string(),
+    ));
+
+    // The server takes TLS only, and verify-full checks its certificate against the CA.
+    let with_database = |url: String| {
+        let mut env = env.clone();
+        env.retain(|(k, _)| k != "FEDGATE_STORAGE_DATABASE_URL");
+        env.push(("FEDGATE_STORAGE_DATABASE_URL".into(), url));
+        env
+    };
+    let plain = fedgate(
+        &with_database(format!("{database}?sslmode=disable")),
+        &["migrate"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        plain.status.code(),
+        Some(1),
+        "a connection without TLS is rejected"
+    );
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, TestCa::new("not the server's CA").pem()).unwrap();
+    let wrong = fedgate(
+        &with_database(format!(
+            "{database}?sslmode=verify-full&sslrootcert={}",
+            other_ca.display()
+        )),
+        &["migrate"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        wrong.status.code(),
+        Some(1),
+        "a certificate from another CA is refused: {}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+
+    replay_and_changes_are_shared(&env, &issuer, dir.path()).await;
+}
+
+/// Two replicas of `env`: a token used at one is a replay at the other, and a federation
+/// change or a deletion through one is enforced by the other within a second.
+async fn replay_and_changes_are_shared(
+    env: &[(String, String)],
+    issuer: &Issuer,
+    dir: &std::path::Path,
+) {
+    admin(env, &["migrate"]);
+    let a = Replica::start(env, dir, "a").await;
+    let b = Replica::start(env, dir, "b").await;
+    let token = acme(env, &a, issuer).await;
 
     // A token used at A is a replay at B.
-    let jwt = github(&issuer);
-    assert_eq!(exchange(&a.url, "acme+ci", &jwt).await.status, 200);
+    let jwt = github(issuer);
+    let first = exchange(&a.url, "acme+ci", &jwt).await;
+    assert_eq!(first.status, 200, "{}\n{}", first.text, a.logs());
     let replay = exchange(&b.url, "acme+ci", &jwt).await;
     assert_eq!(
         (replay.status, replay.json()["error_code"].clone()),
@@ -132,7 +206,7 @@ async fn two_replicas_share_replay_records_and_changes() {
 
     // B has the robot cached; a federation change through A is enforced by B within a second.
     assert_eq!(
-        exchange(&b.url, "acme+ci", &github(&issuer)).await.status,
+        exchange(&b.url, "acme+ci", &github(issuer)).await.status,
         200
     );
     let changed = call(
@@ -140,12 +214,12 @@ async fn two_replicas_share_replay_records_and_changes() {
         "POST",
         "/api/v1/organization/acme/robots/ci/federation",
         &token,
-        Some(entries(&issuer, "repo:someone/else:*")),
+        Some(entries(issuer, "repo:someone/else:*")),
     )
     .await;
     assert_eq!(changed.status, 200);
     let took = eventually(Duration::from_secs(1), async || {
-        exchange(&b.url, "acme+ci", &github(&issuer)).await.json()["error_code"]
+        exchange(&b.url, "acme+ci", &github(issuer)).await.json()["error_code"]
             == "subject_mismatch"
     })
     .await;
@@ -165,7 +239,7 @@ async fn two_replicas_share_replay_records_and_changes() {
     .await;
     assert_eq!(deleted.status, 204);
     let took = eventually(Duration::from_secs(1), async || {
-        exchange(&b.url, "acme+ci", &github(&issuer)).await.json()["error_code"] == "unknown_robot"
+        exchange(&b.url, "acme+ci", &github(issuer)).await.json()["error_code"] == "unknown_robot"
     })
     .await;
     assert!(took.is_some(), "B still knows the deleted robot after 1 s");
@@ -255,11 +329,19 @@ async fn redis_outage_fails_closed_and_recovers_by_itself() {
         during.text
     );
     assert!(during.headers.contains_key("retry-after"));
+    // Still ready: Redis is shared by every replica, and /v2/auth, JWKS and the admin API
+    // work without it; taking every replica out of the load balancer would stop them too.
     let ready = send(reqwest::Client::new().get(format!("{}/readyz", a.url))).await;
     assert_eq!(
-        (ready.status, ready.json()["redis"].clone()),
-        (503, json!("unreachable"))
+        (
+            ready.status,
+            ready.json()["redis"].clone(),
+            ready.json()["status"].clone()
+        ),
+        (200, json!("unreachable"), json!("degraded"))
     );
+    let jwks = send(reqwest::Client::new().get(format!("{}/.well-known/jwks.json", a.url))).await;
+    assert_eq!(jwks.status, 200, "JWKS is served without Redis");
 
     redis.start_again();
     let took = eventually(Duration::from_secs(10), async || {
@@ -357,15 +439,22 @@ async fn sigterm_drains_in_flight_requests() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = deployment(&database, None, &issuer, &dir.path().join("keys"));
     env.push(("FEDGATE_FEDERATION_FETCH_TIMEOUT_MS".into(), "1500".into()));
+    // No drain window: this is about the requests already in flight when accepting stops.
+    env.push(("FEDGATE_SERVER_DRAIN_SECONDS".into(), "0".into()));
     admin(&env, &["migrate"]);
     let a = Replica::start(&env, dir.path(), "a").await;
     acme(&env, &a, &issuer).await;
 
-    // An exchange that waits 1.5 s on the stalled issuer is in flight when SIGTERM arrives.
+    // An exchange that waits 1.5 s on the stalled issuer is in flight when SIGTERM arrives:
+    // it is in flight once the issuer has seen fedgate's discovery request.
     let url = a.url.clone();
     let jwt = github(&issuer);
     let in_flight = tokio::spawn(async move { exchange(&url, "acme+ci", &jwt).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reached = eventually(Duration::from_secs(30), async || {
+        issuer.discovery_hits() > 0
+    })
+    .await;
+    assert!(reached.is_some(), "the exchange reached the issuer");
     let started = Instant::now();
     let url = a.url.clone();
     let status = a.terminate().await;
@@ -377,12 +466,112 @@ async fn sigterm_drains_in_flight_requests() {
     );
     assert!(status.success(), "exit 0 after draining");
     assert!(
-        started.elapsed() >= Duration::from_millis(900),
+        started.elapsed() >= Duration::from_millis(500),
         "it waited for the request"
     );
     assert!(
         reqwest::get(format!("{url}/healthz")).await.is_err(),
         "no longer accepting"
+    );
+}
+
+/// A rollout: after SIGTERM the replica reports unready but keeps accepting for the drain
+/// window, so a request the load balancer still routes here is answered, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_opened_during_the_drain_window_is_answered() {
+    let issuer = Issuer::rsa().await;
+    let database = postgres::server().fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = deployment(&database, None, &issuer, &dir.path().join("keys"));
+    // Longer than the test: the window ends on SIGINT below, never on time.
+    env.push(("FEDGATE_SERVER_DRAIN_SECONDS".into(), "600".into()));
+    admin(&env, &["migrate"]);
+    let a = Replica::start(&env, dir.path(), "a").await;
+    acme(&env, &a, &issuer).await;
+
+    a.signal("TERM");
+    let readyz = format!("{}/readyz", a.url);
+    let draining = eventually(Duration::from_secs(30), async || {
+        match reqwest::get(&readyz).await {
+            Ok(r) if r.status() == 503 => r.text().await.unwrap_or_default().contains("draining"),
+            _ => false,
+        }
+    })
+    .await;
+    assert!(
+        draining.is_some(),
+        "/readyz turns 503 on SIGTERM: {}",
+        a.logs()
+    );
+
+    // New connections (each helper call builds its own client) are still served.
+    let exchanged = exchange(&a.url, "acme+ci", &github(&issuer)).await;
+    assert_eq!(exchanged.status, 200, "{}", exchanged.text);
+    let health = send(reqwest::Client::new().get(format!("{}/healthz", a.url))).await;
+    assert_eq!(health.status, 200);
+
+    // SIGINT cuts the window short: the listener closes and the process exits 0.
+    let url = a.url.clone();
+    a.signal("INT");
+    let status = a.wait_exit().await;
+    assert!(status.success(), "exit 0 after draining");
+    assert!(
+        reqwest::get(format!("{url}/healthz")).await.is_err(),
+        "no longer accepting after the window"
+    );
+}
+
+/// The Redis settings of deploy/compose.yaml keep replay records across a Redis restart: a
+/// token used before the restart is still refused after it (with `--save "" --appendonly no`
+/// it was accepted again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_records_survive_a_redis_restart_with_the_compose_settings() {
+    let compose = yaml_rust2::YamlLoader::load_from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/compose.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let command: Vec<String> = compose[0]["services"]["redis"]["command"]
+        .as_vec()
+        .expect("the compose file gives redis-server its settings")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(command[0], "redis-server");
+    let settings: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+    let mut redis = RedisServer::start_with(&settings);
+
+    let issuer = Issuer::rsa().await;
+    let database = postgres::server().fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = deployment(
+        &database,
+        Some(&redis.url()),
+        &issuer,
+        &dir.path().join("keys"),
+    );
+    admin(&env, &["migrate"]);
+    let a = Replica::start(&env, dir.path(), "a").await;
+    acme(&env, &a, &issuer).await;
+    let jwt = github(&issuer);
+    assert_eq!(exchange(&a.url, "acme+ci", &jwt).await.status, 200);
+
+    redis.shut_down();
+    redis.start_again();
+    let mut after = None;
+    let answered = eventually(Duration::from_secs(15), async || {
+        let reply = exchange(&a.url, "acme+ci", &jwt).await;
+        let done = reply.status != 503;
+        after = Some(reply);
+        done
+    })
+    .await;
+    assert!(answered.is_some(), "exchanges resume after the restart");
+    let after = after.unwrap();
+    assert_eq!(
+        (after.status, after.json()["error_code"].clone()),
+        (401, json!("replayed")),
+        "a token used before the Redis restart is still a replay after it"
     );
 }
 

@@ -152,26 +152,9 @@ impl Issuer {
     /// `tls` is false, plain HTTP (a downgrade target).
     pub async fn start_on(ip: std::net::Ipv4Addr, tls: bool, keys: Vec<TestKey>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "fedgate test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec![ip.to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
-        let (cert_path, key_path, ca_file) = (
-            dir.path().join("cert.pem"),
-            dir.path().join("key.pem"),
-            dir.path().join("ca.pem"),
-        );
-        std::fs::write(&cert_path, leaf.pem()).unwrap();
-        std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
-        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let ip_text = ip.to_string();
+        let (ca_file, cert_path, key_path) =
+            super::tls::TestCa::new("fedgate test CA").write_into(dir.path(), &[&ip_text]);
 
         let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let scheme = if tls { "https" } else { "http" };

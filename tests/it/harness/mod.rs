@@ -1,26 +1,36 @@
 //! Test harness: a real gateway served over loopback HTTP, on SQLite or PostgreSQL.
 
+pub mod balancer;
+pub mod ci;
+pub mod containerd;
 pub mod issuer;
+pub mod platforms;
+pub mod podman;
 pub mod postgres;
+pub mod python;
 pub mod redis;
 pub mod replica;
+pub mod tls;
 
 pub mod registry;
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use fedgate::admin::issue_api_token;
-use fedgate::app::{AppState, open_store};
+use fedgate::app::{AppState, SchemaPolicy, open_store};
 use fedgate::clock::{Clock, SystemClock};
 use fedgate::config::Config;
 use fedgate::http::auth::Scope;
 use fedgate::http::listener::ServeOptions;
+use fedgate::http::router::routes;
 use fedgate::rng::{Rng, SystemRng};
+use fedgate::shutdown::{Shutdown, Stop};
 use fedgate::store::{OrgRole, Store};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Which database a test runs on.
@@ -65,6 +75,19 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a free port")
+}
+
+/// Runs a client tool (skopeo, podman) to completion: `Ok` on success, else its stderr.
+pub fn run_tool(cmd: &mut std::process::Command) -> Result<(), String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test installs it)"));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 pub fn random_suffix() -> String {
@@ -117,7 +140,7 @@ pub struct Gateway {
     pub state: AppState,
     pub client: reqwest::Client,
     pub config: Config,
-    stop: Option<oneshot::Sender<()>>,
+    stop: mpsc::UnboundedSender<Stop>,
     _task: JoinHandle<()>,
     _dir: Arc<tempfile::TempDir>,
 }
@@ -186,7 +209,9 @@ impl Gateway {
         };
         config.server.public_url = format!("{scheme}://{addr}");
         config.validate().expect("test configuration is valid");
-        let store = open_store(&config).await.expect("open the test database");
+        let store = open_store(&config, SchemaPolicy::Migrate)
+            .await
+            .expect("open the test database");
         let state = AppState::with_parts(
             config.clone(),
             Arc::new(store),
@@ -194,22 +219,20 @@ impl Gateway {
             Arc::new(SystemRng::default()),
         )
         .expect("state");
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, shutdown) = Shutdown::channel();
         let task = tokio::spawn(fedgate::server::run(
             state.clone(),
             public,
             Some(metrics),
             options,
-            async {
-                let _ = stopped.await;
-            },
+            shutdown,
         ));
         Self {
             url: config.server.public_url.clone(),
             state,
             client: reqwest::Client::new(),
             config,
-            stop: Some(stop),
+            stop,
             _task: task,
             _dir: dir,
         }
@@ -354,10 +377,39 @@ impl Gateway {
     }
 }
 
+/// A concrete path for a route pattern (`{org}` → `acme`, ...), to ask the router about it.
+pub fn concrete(pattern: &str) -> String {
+    pattern
+        .replace("{org}", "acme")
+        .replace("{ns}", "acme")
+        .replace("{short}", "ci")
+        .replace("{repo}", "app")
+        .replace("{name}", "acme+ci")
+        .replace("{prefix}", "alice")
+}
+
+/// Every `(METHOD, path pattern)` the gateway's router serves, as the router itself answers
+/// it: for each pattern of the route table, a method no route allows gets a 405 whose `Allow`
+/// lists the route's methods (HEAD, which axum adds to GET, left out).
+pub async fn served_endpoints(gateway: &Gateway) -> BTreeSet<(String, String)> {
+    let mut served = BTreeSet::new();
+    for (pattern, _) in routes() {
+        let reply = send(gateway.client.request(
+            "TRACE".parse().unwrap(),
+            format!("{}{}", gateway.url, concrete(&pattern)),
+        ))
+        .await;
+        assert_eq!(reply.status, 405, "{pattern}: {}", reply.text);
+        let allow = reply.headers["allow"].to_str().unwrap().to_string();
+        for method in allow.split(',').map(str::trim).filter(|m| *m != "HEAD") {
+            served.insert((method.to_string(), pattern.clone()));
+        }
+    }
+    served
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(Stop::Now);
     }
 }

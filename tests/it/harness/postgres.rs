@@ -18,15 +18,23 @@ pub struct PgServer {
     port: u16,
     bin: String,
     dir: PathBuf,
+    /// With TLS: the CA that signed the server's certificate (for `sslrootcert=`).
+    pub ca_file: Option<PathBuf>,
     /// The watchdog shell; it outlives this process on purpose, to clean up after it.
     _watchdog: Option<std::process::Child>,
 }
 
 static SERVER: OnceLock<PgServer> = OnceLock::new();
+static TLS_SERVER: OnceLock<PgServer> = OnceLock::new();
 
 /// The shared server (started once, blocking the first caller for a second or two).
 pub fn server() -> &'static PgServer {
     SERVER.get_or_init(PgServer::start)
+}
+
+/// A shared server with `ssl = on` that refuses connections without TLS.
+pub fn tls_server() -> &'static PgServer {
+    TLS_SERVER.get_or_init(PgServer::start_tls)
 }
 
 fn run(cmd: &mut Command) {
@@ -41,6 +49,16 @@ fn run(cmd: &mut Command) {
 impl PgServer {
     /// Starts a new server of its own on a free port.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server with `ssl = on` and a certificate for 127.0.0.1 from a CA made here, whose
+    /// `pg_hba.conf` rejects every TCP connection without TLS.
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let bin = std::env::var("PG_BIN").unwrap_or_else(|_| DEFAULT_BIN.to_string());
         assert!(
             std::path::Path::new(&format!("{bin}/postgres")).exists(),
@@ -51,7 +69,13 @@ impl PgServer {
             .tempdir()
             .unwrap()
             .keep();
+        let ca_file = tls.then(|| {
+            let ca = super::tls::TestCa::new("fedgate test PostgreSQL CA");
+            // ca.pem, cert.pem, key.pem (0600) in the server's directory.
+            ca.write_into(&dir, &["127.0.0.1", "localhost"]).0
+        });
         if is_root() {
+            // Owned by the server's user (PostgreSQL reads its key only when it owns it).
             run(Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(&dir));
@@ -60,6 +84,7 @@ impl PgServer {
             port: free_port(),
             bin,
             dir,
+            ca_file,
             _watchdog: None,
         };
         run(server
@@ -74,6 +99,11 @@ impl PgServer {
                 "-D",
             ])
             .arg(server.dir.join("data")));
+        if tls {
+            let hba = server.dir.join("data/pg_hba.conf");
+            let rules = std::fs::read_to_string(&hba).unwrap();
+            std::fs::write(&hba, format!("hostnossl all all all reject\n{rules}")).unwrap();
+        }
         server.start_again();
         let script = format!(
             "while [ -d /proc/{parent} ]; do sleep 0.5; done; {bin}/pg_ctl -D \"{data}\" -m immediate stop; rm -rf \"{dir}\"",
@@ -108,12 +138,18 @@ impl PgServer {
 
     /// Starts the (stopped) server again on the same port and data.
     pub fn start_again(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=300",
             self.port,
             self.dir.display()
         );
+        if self.ca_file.is_some() {
+            options += &format!(
+                " -c ssl=on -c ssl_cert_file={dir}/cert.pem -c ssl_key_file={dir}/key.pem",
+                dir = self.dir.display()
+            );
+        }
         run(self
             .as_pg(&format!("{}/pg_ctl", self.bin))
             .arg("-D")
@@ -146,6 +182,7 @@ impl PgServer {
         use sqlx::Connection;
         let name = format!("t{}", super::random_suffix());
         let admin_url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        // sqlx's default (`sslmode=prefer`) uses TLS where the server offers it.
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut conn = loop {
             match sqlx::PgConnection::connect(&admin_url).await {

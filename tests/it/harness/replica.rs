@@ -117,22 +117,32 @@ impl Replica {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends SIGTERM and waits for the exit.
-    pub async fn terminate(mut self) -> ExitStatus {
+    /// Sends `signal` (`TERM`, `INT`...) without waiting.
+    pub fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
+    }
+
+    /// Waits (up to 60 s) for the process to exit.
+    pub async fn wait_exit(mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(40);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            assert!(Instant::now() < deadline, "no exit after the signal");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn terminate(self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit().await
     }
 }
 
