@@ -1,8 +1,8 @@
 //! The listener's connection slots: who may hold one, and for how long without a request.
 //!
-//! - At most `max_connections` are open. When all are taken, the connection that has been idle
-//!   (no request in flight) the longest is closed to make room; if none is idle, new
-//!   connections wait in the kernel's backlog until one closes. Idle connections therefore
+//! - At most `max_connections` are open. When all are taken and another connection arrives,
+//!   the connection that has been idle (no request in flight) the longest is closed to make
+//!   room; if none is idle, new connections wait until one closes. Idle connections therefore
 //!   never keep a client with a request out.
 //! - At most `max_connections_per_ip` come from one address (trusted proxies are exempt);
 //!   beyond that a new connection is closed at once.
@@ -148,8 +148,9 @@ impl Connections {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Resolves when one more connection may be accepted: a slot is free, or the connection
-    /// idle the longest has been told to close to free one.
+    /// Resolves when one more connection may be admitted: a slot is free, or the connection
+    /// idle the longest has been told to close to free one. Called with a client waiting, so
+    /// an idle connection is only ever closed for another that is there.
     pub async fn room(&self) {
         loop {
             if self.make_room() {
@@ -185,15 +186,20 @@ impl Connections {
         true
     }
 
+    /// False when `ip` already holds its share of the slots.
+    pub fn may_admit(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        let capped = self.limits.max_per_ip > 0 && !self.limits.trusted_proxies.contains(ip);
+        !capped || self.table().per_ip.get(&ip).copied().unwrap_or(0) < self.limits.max_per_ip
+    }
+
     /// Registers a connection from `ip`, unless that address already holds its share.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, TooManyFromAddress> {
-        let ip = ip.to_canonical();
-        let mut table = self.table();
-        let capped = self.limits.max_per_ip > 0 && !self.limits.trusted_proxies.contains(ip);
-        let from_ip = table.per_ip.get(&ip).copied().unwrap_or(0);
-        if capped && from_ip >= self.limits.max_per_ip {
+        if !self.may_admit(ip) {
             return Err(TooManyFromAddress);
         }
+        let ip = ip.to_canonical();
+        let mut table = self.table();
         table.next_id += 1;
         let slot = Arc::new(Slot {
             id: table.next_id,

@@ -128,11 +128,6 @@ pub async fn serve(
     tokio::pin!(shutdown);
 
     loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            () = connections.room() => {}
-        }
         let (stream, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -146,8 +141,17 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(admitted) = connections.admit(peer.ip()) else {
+        if !connections.may_admit(peer.ip()) {
             tracing::debug!(%peer, "too many connections from this address; closed");
+            continue;
+        }
+        // Only now, with a client waiting, does a full table close an idle connection.
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = connections.room() => {}
+        }
+        let Ok(admitted) = connections.admit(peer.ip()) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
