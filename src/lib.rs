@@ -5,7 +5,8 @@
 //! - [`config`]: typed configuration from TOML plus `FEDGATE_<SECTION>_<KEY>`, validated once.
 //! - [`http`]: the hyper listener (TLS, timeouts, connection cap, graceful shutdown), the router,
 //!   error bodies and the admin-API authentication.
-//! - [`api`]: one file per resource: robots, repository permissions, health.
+//! - [`api`]: one file per resource: robots, repository permissions, federation entries and
+//!   their dry run, the exchange, health.
 //! - [`tokens`]: secrets fedgate creates: opaque tokens (prefix + checksum) and their at-rest
 //!   protection (AES-256-GCM sealing, keyed lookup hashes).
 //! - [`store`]: persistence traits per aggregate and their sqlx implementation (SQLite or
@@ -16,6 +17,7 @@
 //!   [`shutdown`]: SIGTERM drains, SIGINT stops now.
 //! - [`audit`]: one audit line per admin change; [`logging`]: text or JSON logs.
 //! - [`names`]: the naming rules of robots, namespaces and repositories.
+//! - [`exchange`]: the token exchange; [`pinning`]: immutable IDs recorded on first use.
 //! - [`cli`]: the verbs of the `fedgate` binary; [`admin`]: operations it shares with tests.
 
 pub mod admin;
@@ -31,6 +33,7 @@ pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod oidc;
+pub mod pinning;
 pub mod rng;
 pub mod server;
 pub mod shared;

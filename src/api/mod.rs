@@ -3,6 +3,7 @@
 
 pub mod exchange;
 pub mod federation;
+pub mod federation_test;
 pub mod health;
 pub mod permissions;
 pub mod registry_auth;

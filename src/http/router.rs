@@ -15,7 +15,8 @@ use http::{HeaderValue, Method, StatusCode, header};
 use super::ClientAddr;
 use super::error::{ApiError, ErrorType};
 use crate::api::{
-    exchange, federation, health, permissions, registry_auth, robots, sts, well_known,
+    exchange, federation, federation_test, health, permissions, registry_auth, robots, sts,
+    well_known,
 };
 use crate::app::AppState;
 use crate::metrics::Metrics;
@@ -44,6 +45,10 @@ pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
                 get(federation::list)
                     .post(federation::set)
                     .delete(federation::delete),
+            ),
+            (
+                format!("{prefix}/robots/{{short}}/federation/test"),
+                post(federation_test::test),
             ),
         ]);
     }
