@@ -339,6 +339,33 @@ impl Gateway {
         token
     }
 
+    /// Another robot in `org` (administered by `token`'s user) with `entries`: the answer to
+    /// the federation POST, whatever it is.
+    pub async fn add_robot(
+        &self,
+        token: &str,
+        org: &str,
+        robot: &str,
+        entries: serde_json::Value,
+    ) -> Reply {
+        let created = self
+            .call(
+                "PUT",
+                &format!("/api/v1/organization/{org}/robots/{robot}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        self.call(
+            "POST",
+            &format!("/api/v1/organization/{org}/robots/{robot}/federation"),
+            Some(token),
+            Some(entries),
+        )
+        .await
+    }
+
     /// The Prometheus page of the metrics listener.
     pub async fn metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.config.server.metrics_listen);
