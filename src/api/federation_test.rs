@@ -135,6 +135,9 @@ fn report(index: usize, entry: &FederationEntry, claims: &Claims, defaults: &[St
         Err(Mismatch::Issuer { expected }) => {
             json!({"check": "issuer", "expected": expected, "received": claims.iss})
         }
+        Err(Mismatch::Audience { expected: [] }) => {
+            json!({"check": "audience", "expected": defaults, "received": claims.aud})
+        }
         Err(Mismatch::Audience { expected }) => {
             json!({"check": "audience", "expected": expected, "received": claims.aud})
         }

@@ -188,7 +188,10 @@ impl Accepted {
     }
 
     pub fn matches(&self, value: &str) -> bool {
-        self.patterns().any(|p| glob(p, value))
+        match self {
+            Accepted::One(pattern) => glob(pattern, value),
+            Accepted::AnyOf(list) => list.iter().any(|p| glob(p, value)),
+        }
     }
 }
 
@@ -258,9 +261,9 @@ pub fn claim<'a>(claims: &'a serde_json::Map<String, Value>, path: &str) -> Opti
 pub enum Mismatch<'a> {
     /// The entry trusts another issuer.
     Issuer { expected: &'a str },
-    /// None of the token's `aud` is accepted; `expected` is the entry's list, or the
-    /// gateway's defaults when it has none.
-    Audience { expected: Vec<&'a str> },
+    /// None of the token's `aud` is accepted by the entry's `audiences` (when empty: by the
+    /// gateway's defaults, which the caller knows).
+    Audience { expected: &'a [Arc<str>] },
     /// The token's `sub` does not match the entry's pattern.
     Subject { expected: &'a str },
     /// A condition fails; `received` is the claim as text (`None`: the token lacks it).
@@ -275,7 +278,7 @@ pub enum Mismatch<'a> {
 pub fn evaluate<'a>(
     entry: &'a FederationEntry,
     claims: &Claims,
-    default_audiences: &'a [String],
+    default_audiences: &[String],
 ) -> Result<(), Mismatch<'a>> {
     if !issuer_accepts(&entry.issuer, claims) {
         return Err(Mismatch::Issuer {
@@ -290,12 +293,9 @@ pub fn evaluate<'a>(
         }
     };
     if !claims.aud.iter().any(accepted) {
-        let expected = if entry.audiences.is_empty() {
-            default_audiences.iter().map(String::as_str).collect()
-        } else {
-            entry.audiences.iter().map(|a| &**a).collect()
-        };
-        return Err(Mismatch::Audience { expected });
+        return Err(Mismatch::Audience {
+            expected: &entry.audiences,
+        });
     }
     if !glob(&entry.subject, &claims.sub) {
         return Err(Mismatch::Subject {
