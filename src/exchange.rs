@@ -293,20 +293,7 @@ async fn run(
     audit: &mut Audit,
 ) -> Result<Minted, ExchangeError> {
     let config = &state.config;
-    let policy = state
-        .robots
-        .get(state, robot_name)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "robot lookup failed");
-            ExchangeError::Unavailable
-        })?
-        .ok_or_else(|| {
-            refuse(
-                RefusalCode::UnknownRobot,
-                format!("no robot named {robot_name:?}"),
-            )
-        })?;
+    let policy = robot_policy(state, robot_name).await?;
     if policy.entries.is_empty() {
         return Err(refuse(
             RefusalCode::NoFederation,
@@ -357,6 +344,27 @@ async fn run(
 
     // Step 8: mint.
     mint(state, robot_name, &policy, &claims, now)
+}
+
+/// The robot's policy (cached), or why the exchange cannot go on without it.
+pub(crate) async fn robot_policy(
+    state: &AppState,
+    robot_name: &str,
+) -> Result<Arc<RobotPolicy>, ExchangeError> {
+    state
+        .robots
+        .get(state, robot_name)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "robot lookup failed");
+            ExchangeError::Unavailable
+        })?
+        .ok_or_else(|| {
+            refuse(
+                RefusalCode::UnknownRobot,
+                format!("no robot named {robot_name:?}"),
+            )
+        })
 }
 
 /// Reads an identity token's compact form and claims, unverified. The exchange and the

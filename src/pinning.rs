@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use crate::app::AppState;
-use crate::exchange::{ExchangeError, RobotPolicy};
+use crate::exchange::{ExchangeError, RobotPolicy, robot_policy};
 use crate::oidc::policy::matching_entry;
 use crate::oidc::providers::{pins_from, with_pins};
 use crate::oidc::verify::Claims;
@@ -79,20 +79,7 @@ pub async fn record_first_use(
         }
         // Another exchange pinned first, or the list was replaced: decide again on the list
         // as it is now.
-        policy = state
-            .robots
-            .get(state, robot_name)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "robot lookup failed");
-                ExchangeError::Unavailable
-            })?
-            .ok_or_else(|| {
-                ExchangeError::Refused(Refusal::new(
-                    RefusalCode::UnknownRobot,
-                    format!("no robot named {robot_name:?}"),
-                ))
-            })?;
+        policy = robot_policy(state, robot_name).await?;
         let entry = matching_entry(
             &policy.entries,
             claims,

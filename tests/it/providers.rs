@@ -322,34 +322,27 @@ async fn a_reusable_workflow_mismatch_is_refused(backend: Backend) {
         json!([e])
     };
     // The fixture: release.yml in octo-org/octo-repo calls octo-automation's oidc.yml.
-    robot(
-        &gw,
-        &token,
-        "reusable",
-        entry(json!({"job_workflow": "octo-org/octo-automation/.github/workflows/oidc.yml@refs/heads/main"})),
-    )
-    .await;
-    robot(
-        &gw,
-        &token,
-        "caller",
-        entry(json!({"workflow": ".github/workflows/release.yml"})),
-    )
-    .await;
-    robot(
-        &gw,
-        &token,
-        "confused",
-        entry(json!({"workflow": ".github/workflows/oidc.yml"})),
-    )
-    .await;
-    robot(
-        &gw,
-        &token,
-        "otherref",
-        entry(json!({"job_workflow": "octo-org/octo-automation/.github/workflows/oidc.yml@refs/heads/dev"})),
-    )
-    .await;
+    let reusable = "octo-org/octo-automation/.github/workflows/oidc.yml";
+    for (name, fields) in [
+        (
+            "reusable",
+            json!({"job_workflow": format!("{reusable}@refs/heads/main")}),
+        ),
+        (
+            "caller",
+            json!({"workflow": ".github/workflows/release.yml"}),
+        ),
+        (
+            "confused",
+            json!({"workflow": ".github/workflows/oidc.yml"}),
+        ),
+        (
+            "otherref",
+            json!({"job_workflow": format!("{reusable}@refs/heads/dev")}),
+        ),
+    ] {
+        robot(&gw, &token, name, entry(fields)).await;
+    }
     let jwt = || issuer.token(&issuer.claims_as("github-actions", GITHUB, now()));
     for ok in ["reusable", "caller"] {
         let reply = gw.exchange(&format!("acme+{ok}"), &jwt()).await;

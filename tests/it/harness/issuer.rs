@@ -212,15 +212,7 @@ impl Issuer {
 
     /// The published keys as a JWKS document (static keys for `[[federation.issuers]]`).
     pub fn jwks_document(&self) -> Value {
-        let keys: Vec<Value> = self
-            .shared
-            .keys
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|k| k.jwk.clone())
-            .collect();
-        json!({ "keys": keys })
+        self.shared.jwks_document()
     }
 
     pub fn key(&self, index: usize) -> TestKey {
@@ -397,17 +389,23 @@ async fn extra(
     }
 }
 
+impl Shared {
+    fn jwks_document(&self) -> Value {
+        let keys: Vec<Value> = self
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|k| k.jwk.clone())
+            .collect();
+        json!({ "keys": keys })
+    }
+}
+
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     shared.jwks_hits.fetch_add(1, Ordering::SeqCst);
     if let Some(response) = misbehave(&shared).await {
         return response;
     }
-    let keys: Vec<Value> = shared
-        .keys
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|k| k.jwk.clone())
-        .collect();
-    axum::Json(json!({ "keys": keys })).into_response()
+    axum::Json(shared.jwks_document()).into_response()
 }
