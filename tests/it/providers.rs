@@ -270,11 +270,12 @@ async fn a_resurrected_owner_is_refused(backend: Backend) {
     assert_refused(&refused, "claim_mismatch", "repository_owner_id");
 }
 
-/// Two first exchanges of different owners race: one value is pinned, and only the tokens of
-/// that owner get through.
+/// First exchanges of different owners race, on two replicas: one value is pinned, and only
+/// the tokens of that owner get through.
 async fn racing_first_exchanges_pin_one_value(backend: Backend) {
     let issuer = Issuer::rsa().await;
     let (gw, token) = site(backend, &issuer).await;
+    let other = gw.replica().await;
     robot(
         &gw,
         &token,
@@ -288,9 +289,10 @@ async fn racing_first_exchanges_pin_one_value(backend: Backend) {
         let mut claims = issuer.claims_as("github-actions", GITHUB, now());
         let owner = if i % 2 == 0 { "123456" } else { "777" };
         claims["repository_owner_id"] = json!(owner);
-        let request = gw
+        let replica = if i % 4 < 2 { &gw } else { &other };
+        let request = replica
             .client
-            .get(format!("{}/oauth2/federation/robot/token", gw.url))
+            .get(format!("{}/oauth2/federation/robot/token", replica.url))
             .basic_auth("acme+ci", Some(issuer.token(&claims)));
         racers.spawn(async move { (owner, crate::harness::send(request).await) });
     }

@@ -216,6 +216,17 @@ impl Gateway {
         }
     }
 
+    /// A second gateway in this process on the same database and keys: another replica,
+    /// without Redis (each keeps its own caches).
+    pub async fn replica(&self) -> Self {
+        Self::serve(
+            self.config.clone(),
+            self._dir.clone(),
+            ServeOptions::default(),
+        )
+        .await
+    }
+
     pub fn store(&self) -> &dyn Store {
         self.state.store.as_ref()
     }
