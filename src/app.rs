@@ -17,7 +17,7 @@ use crate::shared::redis::RedisShared;
 use crate::store::schema::SchemaError;
 use crate::store::{SqlStore, Store};
 use crate::tokens::at_rest::AtRestKeys;
-use crate::tokens::signing::{Keyring, KeyringError, SigningAlg};
+use crate::tokens::signing::{self, Keyring, KeyringError, SigningAlg};
 
 /// Cheap to clone: one `Arc` around everything.
 #[derive(Clone)]
@@ -35,7 +35,7 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<dyn Rng>,
     pub metrics: Metrics,
-    /// Swapped whole when `keys rotate` adds a key (see [`AppState::reload_keyring`]).
+    /// Swapped whole when the keys directory changes (see [`AppState::reload_keyring`]).
     keyring: RwLock<Arc<Keyring>>,
     /// Identity issuers' keys.
     pub key_cache: KeyCache,
@@ -113,6 +113,7 @@ impl AppState {
         source: Arc<dyn JwksSource>,
     ) -> Result<Self, OpenError> {
         let at_rest = AtRestKeys::load_or_create(&config.keys.dir, rng.as_ref())?;
+        ensure_signing_key(&config, clock.unix())?;
         let keyring = load_keyring(&config, clock.unix())?;
         let redis = match config.storage.redis_url.as_str() {
             "" => None,
@@ -174,15 +175,25 @@ impl AppState {
         }
     }
 
-    /// Reloads the keyring when key files changed on disk (`keys rotate`) or an old key is due
-    /// to retire; otherwise costs one directory listing. Called every few seconds by the server.
+    /// Reloads the keyring when key files changed on disk (`keys rotate`, `keys activate`) or
+    /// an old key is due to retire; otherwise costs a directory listing and reading the small
+    /// key sidecars. Called every few seconds by the server. It never creates a key: replicas
+    /// configured differently would otherwise take turns adding keys.
     pub fn reload_keyring(&self) -> Result<(), KeyringError> {
         let now = self.clock.unix();
         if !self.keyring().out_of_date(&self.config.keys.dir, now) {
             return Ok(());
         }
         let reloaded = load_keyring(&self.config, now)?;
-        tracing::info!(active_kid = %reloaded.active().kid, published = reloaded.published().len(), "signing keyring reloaded");
+        let signing = reloaded.signing_key(now);
+        let next = reloaded.published().last().filter(|k| k.activates_at > now);
+        tracing::info!(
+            signing_kid = %signing.kid,
+            next_kid = next.map(|k| k.kid.as_str()),
+            next_activates_at = next.map(|k| k.activates_at),
+            published = reloaded.published().len(),
+            "signing keyring reloaded"
+        );
         match self.keyring.write() {
             Ok(mut ring) => *ring = Arc::new(reloaded),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(reloaded),
@@ -212,10 +223,23 @@ pub fn key_retirement_seconds(config: &Config) -> i64 {
     (longest + config.federation.leeway_seconds) as i64
 }
 
-/// Loads (or on first start creates) the signing keyring configured by `keys`.
+/// The configured signing algorithm (validated by [`Config::validate`]).
+pub fn signing_alg(config: &Config) -> SigningAlg {
+    SigningAlg::parse(&config.keys.signing_alg).unwrap_or(SigningAlg::ES256)
+}
+
+/// On start: creates the first signing key, or stages one when `keys.signing_alg` changed.
+pub fn ensure_signing_key(config: &Config, now: i64) -> Result<(), KeyringError> {
+    let delay = i64::try_from(config.keys.activation_delay_seconds).unwrap_or(i64::MAX);
+    if let Some(made) = signing::ensure_key(&config.keys.dir, signing_alg(config), delay, now)? {
+        tracing::info!(key = %made.name, activates_at = made.activates_at(), "signing key created");
+    }
+    Ok(())
+}
+
+/// Loads the signing keyring of `keys.dir`.
 pub fn load_keyring(config: &Config, now: i64) -> Result<Keyring, KeyringError> {
-    let alg = SigningAlg::parse(&config.keys.signing_alg).unwrap_or(SigningAlg::ES256);
-    Keyring::load(&config.keys.dir, alg, key_retirement_seconds(config), now)
+    Keyring::load(&config.keys.dir, key_retirement_seconds(config), now)
 }
 
 /// What opening the database may do to its schema (the policy is in [`crate::store::schema`]).

@@ -1,5 +1,7 @@
 //! The `fedgate` command line (SPEC section 1). Admin verbs work on the same database while
 //! `serve` runs. Exit codes: 0 success, 64 invalid configuration or usage, 1 anything else.
+//! `login` and `credential-helper` are the client's (`crate::client`): they never load the
+//! server's configuration, and have exit codes of their own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +11,12 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use crate::admin::issue_api_token;
-use crate::app::{AppState, SchemaPolicy, load_keyring, open_store};
+use crate::app::{
+    AppState, SchemaPolicy, key_retirement_seconds, load_keyring, open_store, signing_alg,
+};
 use crate::audit;
-use crate::clock::{Clock, SystemClock};
+use crate::client::ClientCommand;
+use crate::clock::{Clock, SystemClock, rfc3339};
 use crate::config::Config;
 use crate::http::auth::Scope;
 use crate::http::listener::{self, ServeOptions};
@@ -20,7 +25,8 @@ use crate::rng::SystemRng;
 use crate::shutdown::Shutdown;
 use crate::store::{NamespaceStore, OrgRole, SqlStore, StoreError};
 use crate::tokens::at_rest::AtRestKeys;
-use crate::tokens::signing::{self, SigningAlg};
+use crate::tokens::key_files;
+use crate::tokens::signing;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +44,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[command(flatten)]
+    Server(ServerCommand),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The verbs that work on the gateway's configuration and database.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
     /// Run the gateway, applying pending database migrations first (unless --no-migrate).
     Serve {
         /// Do not migrate: refuse a database schema older than this binary needs. For
@@ -66,11 +81,28 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Make a new signing key active; previous keys stay published until their tokens expire.
+    /// Stage a new signing key: published at once, signing only after
+    /// keys.activation_delay_seconds (or `keys activate`). In an empty keys directory, the
+    /// first key signs at once. Previous keys stay published until their tokens expire.
     Rotate,
+    /// Make the staged key sign from a moment shortly ahead, the same instant on every replica.
+    Activate {
+        /// How far ahead (at least 10s, so every replica has read it first), e.g. 10s, 5m.
+        #[arg(long = "in", value_name = "DURATION", default_value = "10s")]
+        after: String,
+    },
+    /// List the published signing keys: kid, algorithm, state, activation and retirement.
+    List,
     /// Print a self-signed certificate (PEM) for every published signing key: the
-    /// `auth.token.rootcertbundle` a Docker registry needs.
-    RegistryCert,
+    /// `auth.token.rootcertbundle` a Docker registry (distribution 2.x and 3.x) needs.
+    RegistryCert {
+        /// Only this key's certificate (for registries that trust one key, such as zot).
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Print the JWKS of every published signing key: the `auth.token.jwks` file distribution
+    /// 3.x can use instead of a bundle (with `registry.token_x5c = false`).
+    RegistryJwks,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,9 +177,9 @@ fn usage(e: impl std::fmt::Display) -> CliError {
 }
 
 /// Runs one verb to completion.
-pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
+pub async fn run(command: ServerCommand, config: Config) -> Result<(), CliError> {
     match command {
-        Command::Serve { no_migrate } => {
+        ServerCommand::Serve { no_migrate } => {
             let schema = if no_migrate {
                 SchemaPolicy::Require
             } else {
@@ -155,7 +187,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             };
             serve(config, schema).await
         }
-        Command::Migrate => {
+        ServerCommand::Migrate => {
             let kind = config.database_kind().map_err(usage)?;
             let store = SqlStore::connect(&config.storage.database_url, kind)
                 .await
@@ -164,14 +196,14 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: {migrated}");
             Ok(())
         }
-        Command::Config(ConfigCommand::Check) => {
+        ServerCommand::Config(ConfigCommand::Check) => {
             for warning in config.warnings() {
                 eprintln!("fedgate: warning: {warning}");
             }
             print!("{}", config.to_masked_toml());
             Ok(())
         }
-        Command::User(UserCommand::Create { name }) => {
+        ServerCommand::User(UserCommand::Create { name }) => {
             names::check(NameKind::Namespace, &name).map_err(usage)?;
             let store = open_store(&config, SchemaPolicy::Require)
                 .await
@@ -187,7 +219,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: created user {name}");
             Ok(())
         }
-        Command::Org(OrgCommand::Create { name, admin }) => {
+        ServerCommand::Org(OrgCommand::Create { name, admin }) => {
             names::check(NameKind::Namespace, &name).map_err(usage)?;
             let store = open_store(&config, SchemaPolicy::Require)
                 .await
@@ -206,7 +238,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: created organization {name} with admin {admin}");
             Ok(())
         }
-        Command::Org(OrgCommand::AddMember { org, user, admin }) => {
+        ServerCommand::Org(OrgCommand::AddMember { org, user, admin }) => {
             let store = open_store(&config, SchemaPolicy::Require)
                 .await
                 .map_err(failure)?;
@@ -224,38 +256,133 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
             eprintln!("fedgate: {user} is now {} of {org}", role.as_str());
             Ok(())
         }
-        Command::Keys(KeysCommand::Rotate) => {
-            let now = SystemClock.unix();
-            let alg = SigningAlg::parse(&config.keys.signing_alg).unwrap_or(SigningAlg::ES256);
-            // The at-rest key too, so an empty directory becomes a complete keys directory.
-            AtRestKeys::load_or_create(&config.keys.dir, &SystemRng::default()).map_err(failure)?;
-            signing::generate(&config.keys.dir, alg, now).map_err(failure)?;
-            let ring = load_keyring(&config, now).map_err(failure)?;
-            audit::cli_change("keys.rotate", &ring.active().kid);
-            eprintln!(
-                "fedgate: new active signing key {} ({}); {} key(s) published; running gateways pick it up within seconds",
-                ring.active().kid,
-                alg.as_str(),
-                ring.published().len()
-            );
-            Ok(())
-        }
-        Command::Keys(KeysCommand::RegistryCert) => {
-            let now = SystemClock.unix();
-            let ring = load_keyring(&config, now).map_err(failure)?;
-            for key in ring.published() {
-                print!(
-                    "{}",
-                    signing::registry_certificate(key, now).map_err(failure)?
-                );
-            }
-            Ok(())
-        }
-        Command::Token(TokenCommand::Create {
+        ServerCommand::Keys(command) => keys(command, &config),
+        ServerCommand::Token(TokenCommand::Create {
             user,
             scopes,
             expires_in,
         }) => create_token(config, user, scopes, expires_in).await,
+    }
+}
+
+fn keys(command: KeysCommand, config: &Config) -> Result<(), CliError> {
+    let now = SystemClock.unix();
+    let dir = &config.keys.dir;
+    if matches!(
+        command,
+        KeysCommand::List | KeysCommand::RegistryCert { .. } | KeysCommand::RegistryJwks
+    ) && key_files::list(dir).map_err(failure)?.is_empty()
+    {
+        // As before staged rotation, the first look at an empty directory makes its first key
+        // (deploy/compose.yaml writes the bundle before any gateway has started).
+        let delay = i64::try_from(config.keys.activation_delay_seconds).unwrap_or(i64::MAX);
+        signing::stage(dir, signing_alg(config), delay, now).map_err(failure)?;
+    }
+    match command {
+        KeysCommand::Rotate => {
+            // The at-rest key too, so an empty directory becomes a complete keys directory.
+            AtRestKeys::load_or_create(dir, &SystemRng::default()).map_err(failure)?;
+            let delay = i64::try_from(config.keys.activation_delay_seconds).unwrap_or(i64::MAX);
+            let staged = signing::stage(dir, signing_alg(config), delay, now).map_err(failure)?;
+            let ring = load_keyring(config, now).map_err(failure)?;
+            let key = ring
+                .published()
+                .last()
+                .filter(|k| k.created_at == staged.created)
+                .ok_or_else(|| failure("the new key is not in the keys directory"))?;
+            audit::cli_change("keys.rotate", &key.kid);
+            if key.activates_at <= now {
+                eprintln!(
+                    "fedgate: first signing key {} ({}) is active",
+                    key.kid,
+                    key.alg.as_str()
+                );
+            } else {
+                eprintln!(
+                    "fedgate: staged signing key {} ({}); it signs from {} (in {} s). Give every registry the new bundle now (fedgate keys registry-cert, or registry-jwks), then wait or run `fedgate keys activate`",
+                    key.kid,
+                    key.alg.as_str(),
+                    rfc3339(key.activates_at),
+                    key.activates_at - now
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Activate { after } => {
+            let after = humantime::parse_duration(&after)
+                .map_err(|e| usage(format!("--in {after:?}: {e}")))?;
+            let margin = signing::ACTIVATION_MARGIN_SECONDS;
+            let after = i64::try_from(after.as_secs()).unwrap_or(i64::MAX);
+            if after < margin {
+                return Err(usage(format!(
+                    "--in must be at least {margin}s, so that every replica has read the change before it takes effect"
+                )));
+            }
+            let files = key_files::list(dir).map_err(failure)?;
+            let staged = files
+                .iter()
+                .rfind(|f| f.activates_at() > now)
+                .ok_or_else(|| {
+                    failure("no staged signing key; `fedgate keys rotate` stages one")
+                })?;
+            let at = now.saturating_add(after);
+            key_files::set_activation(staged, at).map_err(failure)?;
+            let ring = load_keyring(config, now).map_err(failure)?;
+            let kid = ring
+                .published()
+                .iter()
+                .find(|k| k.created_at == staged.created && k.activates_at == at)
+                .map(|k| k.kid.clone())
+                .unwrap_or_else(|| staged.name.clone());
+            audit::cli_change("keys.activate", &kid);
+            eprintln!(
+                "fedgate: signing key {kid} signs from {} (in {after} s); running gateways read the change within {} s",
+                rfc3339(at),
+                signing::RELOAD_INTERVAL_SECONDS
+            );
+            Ok(())
+        }
+        KeysCommand::List => {
+            let ring = load_keyring(config, now).map_err(failure)?;
+            let retire_after = key_retirement_seconds(config);
+            for key in ring.published() {
+                let retires = ring
+                    .superseded_at(key)
+                    .map(|at| format!(" retires {}", rfc3339(at.saturating_add(retire_after))))
+                    .unwrap_or_default();
+                println!(
+                    "{} {} {} activates {}{retires}",
+                    key.kid,
+                    key.alg.as_str(),
+                    ring.state(key, now).as_str(),
+                    rfc3339(key.activates_at),
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::RegistryCert { kid } => {
+            let ring = load_keyring(config, now).map_err(failure)?;
+            let keys: Vec<_> = ring
+                .published()
+                .iter()
+                .filter(|k| kid.as_ref().is_none_or(|kid| k.kid == *kid))
+                .collect();
+            if keys.is_empty() {
+                return Err(failure(format!(
+                    "no published signing key has kid {}",
+                    kid.unwrap_or_default()
+                )));
+            }
+            for key in keys {
+                print!("{}", key.registry_certificate(now).map_err(failure)?);
+            }
+            Ok(())
+        }
+        KeysCommand::RegistryJwks => {
+            let ring = load_keyring(config, now).map_err(failure)?;
+            println!("{}", ring.jwks());
+            Ok(())
+        }
     }
 }
 

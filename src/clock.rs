@@ -68,6 +68,18 @@ pub fn parse_quay_date(date: &str) -> Option<i64> {
         .map(|t| t.assume_utc().unix_timestamp())
 }
 
+/// Formats a Unix timestamp as RFC 3339 in UTC, e.g. `2024-05-10T15:11:00Z` (token
+/// responses, the CLI's key times).
+pub fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +93,7 @@ mod tests {
             Some(1_715_353_860)
         );
         assert_eq!(parse_quay_date("yesterday"), None);
+        assert_eq!(rfc3339(1_715_353_860), "2024-05-10T15:11:00Z");
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub const ENV_CONFIG_PATH: &str = "FEDGATE_CONFIG";
 /// Keys that are arrays of tables (`[[federation.issuers]]`): they have no `FEDGATE_*` form
 /// and are set in the file only.
 pub const FILE_ONLY_KEYS: [(&str, &str); 1] = [("federation", "issuers")];
+/// The client's variables (`fedgate login`, docs/login.md). A CI job that sets them may also
+/// run the gateway, so the loader skips them; no configuration section may be named `login`.
+const CLIENT_ENV_PREFIX: &str = "FEDGATE_LOGIN_";
 
 /// An invalid configuration, with a one-line reason for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +109,9 @@ impl Default for Storage {
 pub struct Keys {
     pub dir: PathBuf,
     pub signing_alg: String,
+    /// How long after `keys rotate` the staged key starts signing (unless `keys activate`
+    /// brings it forward): the time to give registries its certificate.
+    pub activation_delay_seconds: u64,
 }
 
 impl Default for Keys {
@@ -113,6 +119,7 @@ impl Default for Keys {
         Self {
             dir: PathBuf::from("data/keys"),
             signing_alg: "ES256".into(),
+            activation_delay_seconds: 86_400,
         }
     }
 }
@@ -165,6 +172,10 @@ pub struct Registry {
     /// Docker token `service` and `aud`; empty means host[:port] of `server.public_url`.
     pub service: String,
     pub token_ttl_seconds: u64,
+    /// Registry tokens carry the signing key's certificate (JWS `x5c`), which distribution 2.x
+    /// and 3.x check against `rootcertbundle`. Off: the `kid` alone, for distribution 3.x
+    /// given a `jwks` file and no bundle.
+    pub token_x5c: bool,
 }
 
 impl Default for Registry {
@@ -172,6 +183,7 @@ impl Default for Registry {
         Self {
             service: String::new(),
             token_ttl_seconds: 300,
+            token_x5c: true,
         }
     }
 }
@@ -324,6 +336,12 @@ impl Config {
             return Err(ConfigError::new(format!(
                 "keys.signing_alg: {:?} is not one of ES256, RS256, EdDSA",
                 self.keys.signing_alg
+            )));
+        }
+        let margin = crate::tokens::signing::ACTIVATION_MARGIN_SECONDS;
+        if self.keys.activation_delay_seconds < margin as u64 {
+            return Err(ConfigError::new(format!(
+                "keys.activation_delay_seconds must be at least {margin}: every replica must have read a staged key before it signs"
             )));
         }
         let f = &self.federation;
@@ -484,7 +502,11 @@ fn apply_env(
         .map_err(|e| ConfigError::new(format!("internal: defaults do not serialize: {e}")))?;
     let mut overrides: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != ENV_CONFIG_PATH)
+        .filter(|(name, _)| {
+            name.starts_with(ENV_PREFIX)
+                && name != ENV_CONFIG_PATH
+                && !name.starts_with(CLIENT_ENV_PREFIX)
+        })
         .collect();
     overrides.sort();
     for (name, raw) in overrides {
@@ -619,6 +641,26 @@ mod tests {
         assert!(
             err.to_string().contains("no such configuration key"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_clients_variables_are_not_configuration_keys() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("FEDGATE_LOGIN_URL", "https://fedgate.example.com"),
+                ("FEDGATE_LOGIN_ROBOT", "acme+ci"),
+                ("FEDGATE_LOGIN_ID_TOKEN", "a.b.c"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.to_masked_toml(), Config::default().to_masked_toml());
+        assert!(
+            toml::Table::try_from(Config::default())
+                .unwrap()
+                .get("login")
+                .is_none()
         );
     }
 

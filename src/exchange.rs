@@ -516,10 +516,14 @@ fn mint(
         },
         rev: policy.revision,
     };
-    let token = state.keyring().active().sign_jwt(&minted).map_err(|e| {
-        tracing::error!(error = %e, "signing a robot token failed");
-        ExchangeError::Internal
-    })?;
+    let token = state
+        .keyring()
+        .signing_key(now)
+        .sign_jwt(&minted)
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing a robot token failed");
+            ExchangeError::Internal
+        })?;
     Ok(Minted {
         token: SecretString::from(token),
         expires_in: ttl,

@@ -11,8 +11,10 @@ use crate::http::listener::{self, ServeOptions};
 use crate::http::router;
 use crate::shutdown::{Shutdown, Stop};
 
-/// How often the keyring directory is checked for `keys rotate`.
-const KEYRING_CHECK: Duration = Duration::from_secs(5);
+/// How often the keyring directory is checked for `keys rotate` and `keys activate` (staged
+/// keys activate no sooner than twice this after any change: `signing::ACTIVATION_MARGIN_SECONDS`).
+const KEYRING_CHECK: Duration =
+    Duration::from_secs(crate::tokens::signing::RELOAD_INTERVAL_SECONDS as u64);
 /// How often expired replay records are deleted.
 const REPLAY_PURGE: Duration = Duration::from_secs(60);
 

@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
 use crate::oidc::{Refusal, RefusalCode};
+use crate::wire;
 
 /// `user:password` from a Basic header, decoded once and borrowed from.
 #[derive(Debug)]
@@ -67,13 +68,12 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<BasicCredentials, Refusa
     Ok(BasicCredentials { decoded, colon })
 }
 
-/// The JSON error body of 7.1: `{"error": <message>, "error_code": <code>}`.
 fn error(status: StatusCode, code: &str, message: &str, retry_after: Option<u64>) -> Response {
-    let mut response = (
-        status,
-        Json(serde_json::json!({ "error": message, "error_code": code })),
-    )
-        .into_response();
+    let body = wire::ExchangeError {
+        error: message.into(),
+        error_code: code.into(),
+    };
+    let mut response = (status, Json(body)).into_response();
     if let Some(seconds) = retry_after {
         response
             .headers_mut()
@@ -115,15 +115,23 @@ fn failure(state: &AppState, err: ExchangeError) -> Response {
     }
 }
 
-/// The 7.1 success body.
-#[derive(serde::Serialize)]
-struct Issued<'a> {
-    token: &'a str,
-    expires_in: u64,
-    token_type: &'static str,
-}
-
+/// Exchange an identity token for a robot token (Quay's form)
+///
+/// `Authorization: Basic base64(<robot full name>:<OIDC identity token>)`, by GET or POST.
 /// The request is taken whole (last extractor) so its headers are read, not cloned.
+#[utoipa::path(
+    method(get, post),
+    path = "/oauth2/federation/robot/token",
+    operation_id = "federationRobotToken",
+    tag = "exchange",
+    security(("robot_identity" = [])),
+    responses(
+        (status = 200, description = "A robot token", body = wire::RobotToken),
+        (status = 401, description = "The identity token or the request was refused", body = wire::ExchangeError),
+        (status = 429, description = "Too many attempts; see `Retry-After`", body = wire::ExchangeError),
+        (status = 503, description = "The issuer or the database is unreachable; see `Retry-After`", body = wire::ExchangeError),
+    ),
+)]
 pub async fn exchange(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,
@@ -142,10 +150,10 @@ pub async fn exchange(
     .await;
     match result {
         Ok(minted) => {
-            let mut response = Json(Issued {
-                token: minted.token.expose_secret(),
+            let mut response = Json(wire::RobotToken {
+                token: minted.token.expose_secret().into(),
                 expires_in: minted.expires_in,
-                token_type: "Bearer",
+                token_type: "Bearer".into(),
             })
             .into_response();
             response

@@ -11,13 +11,15 @@ use serde_json::Value;
 use crate::app::AppState;
 use crate::audit;
 use crate::http::auth::Caller;
-use crate::http::error::ApiError;
+use crate::http::error::{AdminErrors, ApiError};
 use crate::http::extract::{JsonBody, PathParams};
 use crate::oidc::policy::{Accepted, FederationEntry};
 use crate::oidc::{issuer_allowed, providers, same_issuer, trust};
 use crate::store::{Robot, StoreError};
 
-use super::robots::{administered_robot, random_i64};
+use super::robots::{RobotPath, administered_robot, random_i64};
+
+const TAG: &str = "federation";
 
 /// At most this many entries per robot.
 pub const MAX_ENTRIES: usize = 50;
@@ -154,12 +156,7 @@ async fn replace(
         .await
     {
         Ok(()) => {}
-        Err(StoreError::Missing(_)) => {
-            return Err(ApiError::not_found(format!(
-                "Robot not found: {}",
-                robot.full_name()
-            )));
-        }
+        Err(StoreError::Missing(_)) => return Err(ApiError::robot_not_found()),
         Err(e) => return Err(e.into()),
     }
     state.robot_changed(&robot.full_name()).await;
@@ -172,7 +169,18 @@ fn views(entries: &[FederationEntry]) -> Json<Vec<Value>> {
     Json(entries.iter().map(providers::view).collect())
 }
 
-/// `GET .../robots/{short}/federation`: the list (`[]` if none).
+/// Get a robot's federation entries
+///
+/// `[]` if it has none. A preset entry is shown expanded, with its fields and pinned IDs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/organization/{org}/robots/{short}/federation",
+    operation_id = "getOrgRobotFederation",
+    tag = TAG,
+    security(("api_token" = ["org:admin"])),
+    params(RobotPath),
+    responses((status = 200, description = "The entries", body = Vec<FederationEntry>), AdminErrors),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -182,7 +190,21 @@ pub async fn list(
     Ok(views(&state.store.federation(robot.id).await?))
 }
 
-/// `POST .../robots/{short}/federation`: replaces the whole list and returns it.
+/// Replace a robot's federation entries
+///
+/// The body is the whole new list (at most 50 entries; `[]` clears it); unknown keys are
+/// dropped. An entry may name a provider preset (`"provider": "github"`, docs/providers.md)
+/// instead of raw claims. Tokens minted under the old list stop working.
+#[utoipa::path(
+    post,
+    path = "/api/v1/organization/{org}/robots/{short}/federation",
+    operation_id = "createOrgRobotFederation",
+    tag = TAG,
+    security(("api_token" = ["org:admin"])),
+    params(RobotPath),
+    request_body = Vec<FederationEntry>,
+    responses((status = 200, description = "The entries as stored", body = Vec<FederationEntry>), AdminErrors),
+)]
 pub async fn set(
     State(state): State<AppState>,
     caller: Caller,
@@ -195,7 +217,18 @@ pub async fn set(
     Ok(views(&entries))
 }
 
-/// `DELETE .../robots/{short}/federation`: clears the list; 204.
+/// Clear a robot's federation entries
+///
+/// Tokens minted under the old list stop working.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/organization/{org}/robots/{short}/federation",
+    operation_id = "deleteOrgRobotFederation",
+    tag = TAG,
+    security(("api_token" = ["org:admin"])),
+    params(RobotPath),
+    responses((status = 204, description = "Cleared"), AdminErrors),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

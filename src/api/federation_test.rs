@@ -18,19 +18,41 @@ use serde_json::{Map, Value, json};
 use crate::app::AppState;
 use crate::exchange;
 use crate::http::auth::Caller;
-use crate::http::error::ApiError;
+use crate::http::error::{AdminErrors, ApiError};
 use crate::http::extract::{JsonBody, PathParams};
 use crate::oidc::policy::{self, FederationEntry, Mismatch};
 use crate::oidc::providers::{pinned_claims, pins_from};
 use crate::oidc::verify::Claims;
 use crate::oidc::{Refusal, RefusalCode};
 
-use super::robots::administered_robot;
+use super::robots::{RobotPath, administered_robot};
 
 const BODY_SHAPE: &str = "The body must be {\"token\": \"<identity token>\"}";
 
-/// `POST .../robots/{short}/federation/test` with `{"token": "<identity token>"}`: 200 with
-/// the verdict (whatever it is), 400 without a token, 401/403/404 as the other robot routes.
+/// The dry run's body (read by hand, so that a bad one gets [`BODY_SHAPE`]).
+#[derive(Debug, utoipa::ToSchema)]
+pub struct FederationTestRequest {
+    /// An identity token, as a workload would present it to the exchange.
+    #[expect(dead_code, reason = "documents the body in the OpenAPI document")]
+    token: String,
+}
+
+/// Dry-run an identity token against a robot's federation entries
+///
+/// For the robot's admins: what the exchange would answer (`result`, `error_code`, `error`)
+/// and, for each entry, whether it matched or the first check it failed (`issuer`,
+/// `audience`, `subject`, `condition`) with the expected pattern and the received value.
+/// Nothing is minted, recorded, counted or pinned; the token is never echoed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/organization/{org}/robots/{short}/federation/test",
+    operation_id = "testOrgRobotFederation",
+    tag = "federation",
+    security(("api_token" = ["org:admin"])),
+    params(RobotPath),
+    request_body = FederationTestRequest,
+    responses((status = 200, description = "The verdict, whatever it is", body = serde_json::Value), AdminErrors),
+)]
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,

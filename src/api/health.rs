@@ -9,15 +9,36 @@ use http::{StatusCode, header};
 use crate::app::AppState;
 use crate::metrics::Metrics;
 
-/// `GET /healthz`: 200 while the process can answer at all.
+/// Liveness: the process answers
+///
+/// `{"status": "ok"}` while the process can answer at all.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    responses((status = 200, description = "Alive", body = serde_json::Value)),
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when this replica can serve: the database answers and shutdown has not
-/// started. Redis is reported but does not decide: every replica shares it, so taking them
-/// all out of the load balancer during a Redis outage would also stop what works without it
-/// (`/v2/auth`, JWKS, the admin API); the exchange answers 503 by itself meanwhile.
+/// Readiness: the database answers and shutdown has not started
+///
+/// 200 when this replica can serve: the database answers and shutdown has not started.
+/// Redis is reported but does not decide: every replica shares it, so taking them all out of
+/// the load balancer during a Redis outage would also stop what works without it (`/v2/auth`,
+/// JWKS, the admin API); the exchange answers 503 by itself meanwhile.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = serde_json::Value),
+        (status = 503, description = "Draining, or the database is unreachable", body = serde_json::Value),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.is_draining() {
         let body = serde_json::json!({ "status": "draining" });

@@ -10,19 +10,26 @@ use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::audit;
 use crate::http::auth::{Caller, repository_admin};
-use crate::http::error::ApiError;
+use crate::http::error::{AdminErrors, ApiError};
 use crate::http::extract::{JsonBody, PathParams};
 use crate::names::{self, NameKind};
 use crate::store::{Robot, Role};
 
-#[derive(Debug, Serialize)]
+const TAG: &str = "permissions";
+
+/// A robot's role on a repository.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PermissionView {
+    /// `read`, `write` or `admin`.
     role: &'static str,
+    /// The robot's full name.
     name: String,
+    /// Always true: only robots are granted roles through fedgate.
     is_robot: bool,
 }
 
@@ -37,14 +44,31 @@ impl PermissionView {
 }
 
 /// `{"permissions": {"<robot>": {...}}}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PermissionList {
     permissions: BTreeMap<String, PermissionView>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SetPermission {
+    /// `read`, `write` or `admin`.
     role: String,
+}
+
+/// The path parameters of `.../permissions/user/{name}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(
+    dead_code,
+    reason = "describes the path for the OpenAPI document; handlers read PathParams"
+)]
+pub struct PermissionPath {
+    /// The repository's namespace
+    ns: String,
+    /// The repository's name
+    repo: String,
+    /// The robot's full name (`<namespace>+<short name>`)
+    name: String,
 }
 
 /// Checks access and the repository name; returns `(namespace, repository)`.
@@ -77,10 +101,22 @@ async fn robot(state: &AppState, namespace: &str, full_name: &str) -> Result<Rob
         .store
         .robot(namespace, short)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("Robot not found: {full_name}")))
+        .ok_or_else(ApiError::robot_not_found)
 }
 
-/// `GET .../permissions/user/`: every robot's role on the repository.
+/// List the robots' roles on a repository
+#[utoipa::path(
+    get,
+    path = "/api/v1/repository/{ns}/{repo}/permissions/user/",
+    operation_id = "listRepoUserPermissions",
+    tag = TAG,
+    security(("api_token" = ["repo:admin"])),
+    params(
+        ("ns" = String, Path, description = "The repository's namespace"),
+        ("repo" = String, Path, description = "The repository's name"),
+    ),
+    responses((status = 200, description = "Every robot's role", body = PermissionList), AdminErrors),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -100,7 +136,16 @@ pub async fn list(
     Ok(Json(PermissionList { permissions }))
 }
 
-/// `GET .../permissions/user/{name}`.
+/// Get a robot's role on a repository
+#[utoipa::path(
+    get,
+    path = "/api/v1/repository/{ns}/{repo}/permissions/user/{name}",
+    operation_id = "getUserPermissions",
+    tag = TAG,
+    security(("api_token" = ["repo:admin"])),
+    params(PermissionPath),
+    responses((status = 200, description = "The role", body = PermissionView), AdminErrors),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,7 +166,19 @@ pub async fn get(
     Ok(Json(PermissionView::new(robot.full_name(), role)))
 }
 
-/// `PUT .../permissions/user/{name}` with `{"role": "read" | "write" | "admin"}`.
+/// Grant a robot a role on a repository
+///
+/// The repository must be in the robot's own namespace; it need not exist.
+#[utoipa::path(
+    put,
+    path = "/api/v1/repository/{ns}/{repo}/permissions/user/{name}",
+    operation_id = "changeUserPermissions",
+    tag = TAG,
+    security(("api_token" = ["repo:admin"])),
+    params(PermissionPath),
+    request_body = SetPermission,
+    responses((status = 200, description = "The role granted", body = PermissionView), AdminErrors),
+)]
 pub async fn set(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,9 +198,7 @@ pub async fn set(
         .set_permission(robot.id, &repo, role)
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::Missing(_) => {
-                ApiError::not_found(format!("Robot not found: {}", robot.full_name()))
-            }
+            crate::store::StoreError::Missing(_) => ApiError::robot_not_found(),
             other => other.into(),
         })?;
     audit::admin_change(
@@ -154,7 +209,16 @@ pub async fn set(
     Ok(Json(PermissionView::new(robot.full_name(), role)))
 }
 
-/// `DELETE .../permissions/user/{name}`: 204.
+/// Revoke a robot's role on a repository
+#[utoipa::path(
+    delete,
+    path = "/api/v1/repository/{ns}/{repo}/permissions/user/{name}",
+    operation_id = "deleteUserPermissions",
+    tag = TAG,
+    security(("api_token" = ["repo:admin"])),
+    params(PermissionPath),
+    responses((status = 204, description = "Revoked"), AdminErrors),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,11 +1,13 @@
 //! `GET /v2/auth`: the Docker registry token service (SPEC 8, distribution
-//! `docs/spec/auth/token.md`), so a stock registry can use fedgate as its auth backend.
+//! `docs/spec/auth/token.md`), so a stock registry can use fedgate as its auth backend, and the
+//! core it shares with the OAuth2 form, `POST /v2/auth` ([`super::registry_oauth`]).
 //!
 //! The robot logs in with Basic `<robot full name>:<password>`, the password being its robot
-//! token or a robot token minted by the exchange. The answer is a JWT signed with the active
-//! key, whose header `kid` is the libtrust key ID the registry derives from
-//! `keys registry-cert`'s certificates, and whose `access` holds only what the robot's
-//! repository roles allow.
+//! token or a robot token minted by the exchange. The answer is a JWT signed with the key
+//! active at that instant, whose header carries the key's certificate (`x5c`, checked by
+//! distribution 2.x and 3.x against `keys registry-cert`'s bundle) and `kid`, and whose
+//! `access` holds only what the robot's repository roles allow. No refresh tokens:
+//! `offline_token=true` is answered like any request (see docs/api.md).
 
 use axum::Json;
 use axum::extract::{RawQuery, Request, State};
@@ -15,6 +17,7 @@ use http::{HeaderValue, StatusCode};
 
 use super::exchange::{BasicCredentials, basic_credentials};
 use crate::app::AppState;
+use crate::clock::rfc3339;
 use crate::exchange::verify_minted;
 use crate::http::ClientAddr;
 use crate::http::extract::query_pairs;
@@ -24,7 +27,7 @@ use crate::tokens::opaque::{self, TokenKind};
 use crate::tokens::registry::{Access, RegistryClaims, grant, parse_scopes, repository_in};
 
 /// Why a token request was not answered with a token.
-enum Denied {
+pub(super) enum Denied {
     /// 401: the credentials are missing or wrong.
     Unauthorized(String),
     /// 400: the request itself is wrong.
@@ -33,12 +36,74 @@ enum Denied {
     Unavailable,
 }
 
+impl Denied {
+    /// The `result` label of `fedgate_registry_tokens_total` and the audit line's error code.
+    pub(super) fn outcome(&self) -> &'static str {
+        match self {
+            Denied::Unauthorized(_) => "unauthorized",
+            Denied::BadRequest(_) => "bad_request",
+            Denied::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A token request, GET or POST, reduced to what both forms share.
+pub(super) struct TokenRequest<'a> {
+    /// `(user, password)`, or why the request carries none.
+    pub credentials: Result<(&'a str, &'a str), &'a Refusal>,
+    /// The `service`, `scope` and `client_id` parameters (query string or form); a `scope`
+    /// value may hold several scopes, space-separated.
+    pub params: &'a [(String, String)],
+    /// The client's address, for the audit line.
+    pub client: String,
+}
+
+impl TokenRequest<'_> {
+    fn user(&self) -> &str {
+        self.credentials.map_or("", |(user, _)| user)
+    }
+}
+
+/// A registry token and what it grants.
+pub(super) struct Issued {
+    pub token: String,
+    pub access: Vec<Access>,
+    pub expires_in: u64,
+    /// RFC 3339, UTC.
+    pub issued_at: String,
+}
+
+/// `GET /v2/auth`'s answer (distribution's token specification).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RegistryToken<'a> {
+    /// The registry token (a JWT).
+    token: &'a str,
+    /// The same token, under the OAuth2 name.
+    access_token: &'a str,
+    /// Seconds until it expires.
+    expires_in: u64,
+    /// RFC 3339, UTC.
+    issued_at: &'a str,
+}
+
+/// A refusal, in distribution's error form.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RegistryErrors<'a> {
+    errors: [RegistryError<'a>; 1],
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RegistryError<'a> {
+    /// `UNAUTHORIZED`, `DENIED` or `UNAVAILABLE`.
+    code: &'a str,
+    message: &'a str,
+}
+
 fn errors_body(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut response = (
-        status,
-        Json(serde_json::json!({"errors": [{"code": code, "message": message}]})),
-    )
-        .into_response();
+    let body = RegistryErrors {
+        errors: [RegistryError { code, message }],
+    };
+    let mut response = (status, Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             WWW_AUTHENTICATE,
@@ -51,10 +116,9 @@ fn errors_body(status: StatusCode, code: &str, message: &str) -> Response {
 /// The robot the credentials prove, as `(robot id, full name)`.
 async fn authenticate(
     state: &AppState,
-    credentials: Result<&BasicCredentials, &Refusal>,
+    credentials: Result<(&str, &str), &Refusal>,
 ) -> Result<(i64, String), Denied> {
-    let credentials = credentials.map_err(|r| Denied::Unauthorized(r.message.clone()))?;
-    let (user, password) = (credentials.user(), credentials.password());
+    let (user, password) = credentials.map_err(|r| Denied::Unauthorized(r.message.clone()))?;
     let unauthorized = || Denied::Unauthorized(format!("invalid credentials for {user}"));
     let Some((namespace, short)) = names::split_robot_name(user) else {
         return Err(Denied::Unauthorized(
@@ -87,12 +151,8 @@ async fn authenticate(
     Ok((policy.robot_id, user.to_string()))
 }
 
-async fn issue(
-    state: &AppState,
-    credentials: Result<&BasicCredentials, &Refusal>,
-    query: Option<&str>,
-) -> Result<(String, Vec<Access>), Denied> {
-    let params = query_pairs(query);
+async fn issue(state: &AppState, request: &TokenRequest<'_>) -> Result<Issued, Denied> {
+    let params = request.params;
     let service = &state.registry_service;
     let foreign = params.iter().find(|(k, v)| k == "service" && v != service);
     if let Some((_, requested)) = foreign {
@@ -100,7 +160,7 @@ async fn issue(
             "unknown service {requested:?}; this gateway serves {service:?}"
         )));
     }
-    let (robot_id, robot) = authenticate(state, credentials).await?;
+    let (robot_id, robot) = authenticate(state, request.credentials).await?;
     let namespace = names::split_robot_name(&robot)
         .map(|(ns, _)| ns)
         .unwrap_or_default();
@@ -140,10 +200,14 @@ async fn issue(
         jti: data_encoding::HEXLOWER.encode(&jti),
         access,
     };
-    let token = state.keyring().active().sign_jwt(&claims).map_err(|e| {
-        tracing::error!(error = %e, "signing a registry token failed");
-        Denied::Unavailable
-    })?;
+    let token = state
+        .keyring()
+        .signing_key(now)
+        .sign_registry_jwt(&claims, state.config.registry.token_x5c)
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing a registry token failed");
+            Denied::Unavailable
+        })?;
     if state.recent_access.hit(&robot, 1).is_ok() {
         let store = state.store.clone();
         tokio::spawn(async move {
@@ -152,35 +216,47 @@ async fn issue(
             }
         });
     }
-    Ok((token, claims.access))
+    Ok(Issued {
+        token,
+        access: claims.access,
+        expires_in: state.config.registry.token_ttl_seconds,
+        issued_at: rfc3339(now),
+    })
 }
 
-pub async fn token(
-    State(state): State<AppState>,
-    client: Option<axum::Extension<ClientAddr>>,
-    RawQuery(query): RawQuery,
-    request: Request,
-) -> Response {
-    let credentials = basic_credentials(request.headers());
-    let robot = credentials.as_ref().map_or("", BasicCredentials::user);
-    let client = client.map(|c| c.0.0.ip().to_string()).unwrap_or_default();
-    let result = issue(&state, credentials.as_ref(), query.as_deref()).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(Denied::Unauthorized(_)) => "unauthorized",
-        Err(Denied::BadRequest(_)) => "bad_request",
-        Err(Denied::Unavailable) => "unavailable",
-    };
-    state
-        .metrics
-        .registry_tokens
-        .with_label_values(&[outcome])
-        .inc();
-    match result {
-        Ok((token, access)) => {
+/// A `client_id` fit for the audit line: printable ASCII (RFC 6749 A.1), at most 100 bytes.
+pub(super) fn is_client_id(value: &str) -> bool {
+    value.len() <= 100 && value.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// `client_id` as the client named itself, for the audit line; anything unfit is left out
+/// rather than logged.
+fn client_id(params: &[(String, String)]) -> Option<&str> {
+    params
+        .iter()
+        .find(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| is_client_id(v))
+}
+
+/// The core `GET` and `POST /v2/auth` share: authenticates the robot, grants what its roles
+/// allow, signs the token, and counts and audits the outcome.
+pub(super) async fn serve(state: &AppState, request: TokenRequest<'_>) -> Result<Issued, Denied> {
+    let result = issue(state, &request).await;
+    let robot = request.user();
+    let client = request.client.as_str();
+    let client_id = client_id(request.params);
+    match &result {
+        Ok(issued) => {
+            state
+                .metrics
+                .registry_tokens
+                .with_label_values(&["ok"])
+                .inc();
             // Inside the event, like the hash: computed only when the audit line is enabled.
             let granted = || {
-                let granted: Vec<String> = access
+                let granted: Vec<String> = issued
+                    .access
                     .iter()
                     .map(|a| format!("{}:{}", a.name, a.actions.join(",")))
                     .collect();
@@ -193,21 +269,77 @@ pub async fn token(
                 result = "ok",
                 access = granted(),
                 client,
-                token_sha256 = crate::tokens::sha256_hex(token.as_bytes()),
+                client_id,
+                token_sha256 = crate::tokens::sha256_hex(issued.token.as_bytes()),
             );
-            let issued_at = time::OffsetDateTime::from_unix_timestamp(state.clock.unix())
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default();
-            let mut response = Json(serde_json::json!({
-                "token": token,
-                "access_token": token,
-                "expires_in": state.config.registry.token_ttl_seconds,
-                "issued_at": issued_at,
-            }))
+        }
+        Err(denied) => record_refusal(state, robot, client, client_id, denied.outcome()),
+    }
+    result
+}
+
+/// Counts and audits a refused token request (also for the POST form's own refusals).
+pub(super) fn record_refusal(
+    state: &AppState,
+    robot: &str,
+    client: &str,
+    client_id: Option<&str>,
+    outcome: &str,
+) {
+    state
+        .metrics
+        .registry_tokens
+        .with_label_values(&[outcome])
+        .inc();
+    tracing::info!(target: "audit", kind = "registry_token", robot, result = "refused", error_code = outcome, client, client_id);
+}
+
+/// Get a registry token (Docker token service)
+///
+/// `Authorization: Basic base64(<robot full name>:<robot token or minted token>)`, with
+/// `service` and `scope=repository:<ns>/<repo>:pull,push` parameters; the token grants what
+/// the robot's roles allow of the scopes asked.
+#[utoipa::path(
+    get,
+    path = "/v2/auth",
+    operation_id = "registryToken",
+    tag = "registry",
+    security(("robot_password" = [])),
+    params(
+        ("service" = Option<String>, Query, description = "The registry's service name"),
+        ("scope" = Option<Vec<String>>, Query, description = "`repository:<ns>/<repo>:<actions>`, repeatable"),
+        ("client_id" = Option<String>, Query, description = "The client's name, for the audit line"),
+    ),
+    responses(
+        (status = 200, description = "A registry token", body = RegistryToken),
+        (status = 400, description = "The request is malformed", body = RegistryErrors),
+        (status = 401, description = "The credentials are missing or wrong", body = RegistryErrors),
+        (status = 503, description = "The database is unavailable", body = RegistryErrors),
+    ),
+)]
+pub async fn token(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<ClientAddr>>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Response {
+    let credentials = basic_credentials(request.headers());
+    let params = query_pairs(query.as_deref());
+    let request = TokenRequest {
+        credentials: credentials
+            .as_ref()
+            .map(|c: &BasicCredentials| (c.user(), c.password())),
+        params: &params,
+        client: client.map(|c| c.0.0.ip().to_string()).unwrap_or_default(),
+    };
+    match serve(&state, request).await {
+        Ok(issued) => {
+            let mut response = Json(RegistryToken {
+                token: &issued.token,
+                access_token: &issued.token,
+                expires_in: issued.expires_in,
+                issued_at: &issued.issued_at,
+            })
             .into_response();
             response
                 .headers_mut()
@@ -224,7 +356,6 @@ pub async fn token(
                     "the gateway cannot issue tokens right now; try again shortly",
                 ),
             };
-            tracing::info!(target: "audit", kind = "registry_token", robot, result = "refused", error_code = outcome, client);
             errors_body(status, code, message)
         }
     }

@@ -10,12 +10,13 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::audit;
 use crate::clock::quay_date;
 use crate::http::auth::{Caller, NamespaceAccess, Need, Owner, robot_access};
-use crate::http::error::ApiError;
+use crate::http::error::{AdminErrors, ApiError};
 use crate::http::extract::{JsonBody, PathParams, query_pairs, truthy};
 use crate::names;
 use crate::store::{NewRobot, Robot, StoreError};
@@ -26,46 +27,96 @@ const MAX_DESCRIPTION_CHARS: usize = 255;
 /// Largest `unstructured_metadata`, serialized.
 const MAX_METADATA_BYTES: usize = 64 * 1024;
 
+/// Tag and security requirement of the robot API's operations.
+const TAG: &str = "robots";
+
 /// A single robot, as GET and PUT answer (and regenerate, without `unstructured_metadata`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RobotView {
+    /// The full name, `<namespace>+<short name>`.
     name: String,
+    /// RFC 2822, as Quay writes dates.
     created: Option<String>,
     last_accessed: Option<String>,
     description: String,
+    /// The robot's password for `/v2/auth`.
     token: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     unstructured_metadata: Option<serde_json::Value>,
 }
 
 /// One entry of a robot list. Absent keys are absent, not null, as in Quay.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RobotListEntry {
     name: String,
     created: Option<String>,
     last_accessed: Option<String>,
     description: String,
+    /// Admins only, unless `token=false`.
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    /// With `permissions=true`: always empty (fedgate has no teams).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
     teams: Option<Vec<serde_json::Value>>,
+    /// With `permissions=true`: the repositories the robot has a role on.
     #[serde(skip_serializing_if = "Option::is_none")]
     repositories: Option<Vec<String>>,
 }
 
 /// `{"robots": [...]}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RobotList {
     robots: Vec<RobotListEntry>,
 }
 
 /// The optional PUT body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateRobot {
+    /// At most 255 characters.
     #[serde(default)]
     description: Option<String>,
+    /// Any JSON object, at most 64 KiB serialized.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     unstructured_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A robot's repository role, as `.../robots/{short}/permissions` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RobotPermission {
+    repository: RobotPermissionRepository,
+    /// `read`, `write` or `admin`.
+    role: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RobotPermissionRepository {
+    name: String,
+    /// Always false: fedgate knows no public repositories.
+    is_public: bool,
+}
+
+/// `{"permissions": [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RobotPermissions {
+    permissions: Vec<RobotPermission>,
+}
+
+/// The path parameters of `.../organization/{org}/robots/{short}` (the `org` one is dropped
+/// where the route serves the caller's own robots).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(
+    dead_code,
+    reason = "describes the path for the OpenAPI document; handlers read PathParams"
+)]
+pub struct RobotPath {
+    /// The organization
+    org: String,
+    /// The robot's short name, without the namespace
+    short: String,
 }
 
 fn owner(params: &PathParams) -> Owner {
@@ -100,7 +151,7 @@ pub(crate) async fn administered_robot(
         .store
         .robot(namespace, &short)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("Robot not found: {namespace}+{short}")))
+        .ok_or_else(ApiError::robot_not_found)
 }
 
 fn reveal_token(state: &AppState, robot: &Robot) -> Result<SecretString, ApiError> {
@@ -147,7 +198,24 @@ pub(crate) fn random_i64(state: &AppState) -> Result<i64, ApiError> {
         .map_err(|e| ApiError::internal("random id", e))
 }
 
-/// `GET .../robots`: `limit`, `token` (default true) and `permissions` (default false).
+/// List the namespace's robots
+///
+/// Admins see tokens (unless `token=false`) and, with `permissions=true`, `teams` and
+/// `repositories`; organization members see names and descriptions only.
+#[utoipa::path(
+    get,
+    path = "/api/v1/organization/{org}/robots",
+    operation_id = "getOrgRobots",
+    tag = TAG,
+    security(("api_token" = ["org:admin"])),
+    params(
+        ("org" = String, Path, description = "The organization"),
+        ("limit" = Option<u64>, Query, description = "At most this many robots"),
+        ("token" = Option<bool>, Query, description = "Include tokens (default true)"),
+        ("permissions" = Option<bool>, Query, description = "Include teams and repositories (default false)"),
+    ),
+    responses((status = 200, description = "The robots", body = RobotList), AdminErrors),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -206,7 +274,16 @@ pub async fn list(
     Ok(Json(RobotList { robots: entries }))
 }
 
-/// `GET .../robots/{short}`.
+/// Get a robot, with its token
+#[utoipa::path(
+    get,
+    path = "/api/v1/organization/{org}/robots/{short}",
+    operation_id = "getOrgRobot",
+    tag = TAG,
+    security(("api_token" = ["org:admin"])),
+    params(RobotPath),
+    responses((status = 200, description = "The robot", body = RobotView), AdminErrors),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -216,7 +293,19 @@ pub async fn get(
     Ok(Json(view(&state, &robot, true)?))
 }
 
-/// `PUT .../robots/{short}`: creates the robot (201); an existing name is 400.
+/// Create a robot
+///
+/// The body is optional. An existing name is 400 `Existing robot with name: <full name>`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/organization/{org}/robots/{short}",
+    operation_id = "createOrgRobot",
+    tag = TAG,
+    security(("api_token" = ["org:admin"])),
+    params(RobotPath),
+    request_body(content = Option<CreateRobot>, description = "Optional description and metadata"),
+    responses((status = 201, description = "The new robot, with its token", body = RobotView), AdminErrors),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -272,7 +361,19 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, &robot, true)?)).into_response())
 }
 
-/// `DELETE .../robots/{short}`: the robot, its token and permissions go; 204.
+/// Delete a robot
+///
+/// Its token, permissions and federation entries go with it, and every token minted for it
+/// stops working.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/organization/{org}/robots/{short}",
+    operation_id = "deleteOrgRobot",
+    tag = TAG,
+    security(("api_token" = ["org:admin"])),
+    params(RobotPath),
+    responses((status = 204, description = "Deleted"), AdminErrors),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -280,10 +381,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let (access, short) = target(&state, &caller, &params).await?;
     if !state.store.delete_robot(&access.namespace, &short).await? {
-        return Err(ApiError::not_found(format!(
-            "Robot not found: {}+{short}",
-            access.namespace
-        )));
+        return Err(ApiError::robot_not_found());
     }
     let full_name = format!("{}+{short}", access.namespace);
     state.robot_changed(&full_name).await;
@@ -291,7 +389,18 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST .../robots/{short}/regenerate`: a new token; the old one stops working at once.
+/// Regenerate a robot's token
+///
+/// The old token, and every token minted for the robot, stop working at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/organization/{org}/robots/{short}/regenerate",
+    operation_id = "regenerateOrgRobotToken",
+    tag = TAG,
+    security(("api_token" = ["org:admin"])),
+    params(RobotPath),
+    responses((status = 200, description = "The robot with its new token (no `unstructured_metadata`)", body = RobotView), AdminErrors),
+)]
 pub async fn regenerate(
     State(state): State<AppState>,
     caller: Caller,
@@ -299,36 +408,45 @@ pub async fn regenerate(
 ) -> Result<Json<RobotView>, ApiError> {
     let robot = administered_robot(&state, &caller, &params).await?;
     let (sealed, lookup) = new_token(&state, robot.id)?;
-    let full_name = robot.full_name();
     let robot = state
         .store
         .replace_robot_token(robot.id, &sealed, &lookup, random_i64(&state)?)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("Robot not found: {full_name}")))?;
+        .ok_or_else(ApiError::robot_not_found)?;
 
     state.robot_changed(&robot.full_name()).await;
     audit::admin_change(&caller, "robot.regenerate", &robot.full_name());
     Ok(Json(view(&state, &robot, false)?))
 }
 
-/// `GET .../robots/{short}/permissions`: the robot's repository roles.
+/// List a robot's repository roles
+#[utoipa::path(
+    get,
+    path = "/api/v1/organization/{org}/robots/{short}/permissions",
+    operation_id = "getOrgRobotPermissions",
+    tag = TAG,
+    security(("api_token" = ["org:admin"])),
+    params(RobotPath),
+    responses((status = 200, description = "The robot's roles", body = RobotPermissions), AdminErrors),
+)]
 pub async fn permissions(
     State(state): State<AppState>,
     caller: Caller,
     params: PathParams,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RobotPermissions>, ApiError> {
     let robot = administered_robot(&state, &caller, &params).await?;
-    let permissions: Vec<_> = state
+    let permissions = state
         .store
         .robot_grants(robot.id)
         .await?
         .into_iter()
-        .map(|g| {
-            serde_json::json!({
-                "repository": {"name": g.repository, "is_public": false},
-                "role": g.role.as_str(),
-            })
+        .map(|g| RobotPermission {
+            repository: RobotPermissionRepository {
+                name: g.repository,
+                is_public: false,
+            },
+            role: g.role.as_str(),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "permissions": permissions })))
+    Ok(Json(RobotPermissions { permissions }))
 }

@@ -4,45 +4,37 @@
 //! `subject_token_type=...:jwt` (or `...:id_token`), `resource=urn:quay:robot:<robot>`.
 //! Errors follow RFC 8693 §2.2.2 / RFC 6749 §5.2, with the SPEC 7.1 code in the description.
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, RETRY_AFTER};
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use secrecy::ExposeSecret;
 
+use super::oauth_form::{Params, invalid_request, oauth_error, token_response};
 use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
 use crate::oidc::RefusalCode;
+use crate::wire::{
+    self, GRANT_TYPE, ROBOT_RESOURCE_PREFIX as RESOURCE_PREFIX, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
+};
 
-pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
-const RESOURCE_PREFIX: &str = "urn:quay:robot:";
-
-fn oauth_error(
-    status: StatusCode,
-    error: &str,
-    description: &str,
-    retry_after: Option<u64>,
-) -> Response {
-    let mut response = (
-        status,
-        Json(serde_json::json!({ "error": error, "error_description": description })),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
+/// The form fields of the request.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the form for the OpenAPI document; the handler reads it as Params"
+)]
+pub struct TokenExchangeForm {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`
+    grant_type: String,
+    /// The OIDC identity token.
+    subject_token: String,
+    /// `urn:ietf:params:oauth:token-type:jwt` or `...:id_token`
+    subject_token_type: String,
+    /// `urn:quay:robot:<robot full name>`
+    resource: String,
 }
 
 fn unsupported_grant_type() -> Response {
@@ -54,54 +46,31 @@ fn unsupported_grant_type() -> Response {
     )
 }
 
-fn invalid_request(description: &str) -> Response {
-    oauth_error(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        description,
-        None,
-    )
-}
-
-/// The request's parameters; each may appear once (RFC 6749 §3.2).
-struct Params(Vec<(String, String)>);
-
-impl Params {
-    /// The single non-empty value of `name`, or the `invalid_request` description.
-    fn required(&self, name: &str) -> Result<&str, String> {
-        let mut found = self.0.iter().filter(|(k, _)| k == name);
-        let first = found.next().map(|(_, v)| v.as_str());
-        if found.next().is_some() {
-            return Err(format!("parameter {name} appears more than once"));
-        }
-        first
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("parameter {name} is required"))
-    }
-}
-
+/// Exchange an identity token for a robot token (RFC 8693)
+#[utoipa::path(
+    post,
+    path = "/oauth2/token",
+    operation_id = "tokenExchange",
+    tag = "exchange",
+    request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A robot token", body = wire::StsToken),
+        (status = 400, description = "The request or the identity token was refused", body = wire::OAuthError),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = wire::OAuthError),
+        (status = 429, description = "Too many attempts; see `Retry-After`", body = wire::OAuthError),
+        (status = 503, description = "The issuer or the database is unreachable; see `Retry-After`", body = wire::OAuthError),
+    ),
+)]
 pub async fn token(
     State(state): State<AppState>,
     client: Option<axum::Extension<ClientAddr>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return oauth_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                "the request body is larger than this gateway accepts (server.max_body_bytes)",
-                None,
-            );
-        }
-        Err(_) => return invalid_request("the request body could not be read"),
-    };
     let client = client.map(|c| c.0.0.ip());
-    if std::str::from_utf8(&body).is_err() {
-        return invalid_request("the body must be application/x-www-form-urlencoded");
-    }
-    let params = Params(url::form_urlencoded::parse(&body).into_owned().collect());
+    let params = match Params::read(body) {
+        Ok(params) => params,
+        Err(error) => return error.answer(),
+    };
     let read = || -> Result<(&str, &str, &str, &str), String> {
         Ok((
             params.required("grant_type")?,
@@ -138,19 +107,12 @@ pub async fn token(
         );
     };
     match exchange::exchange(&state, Ok((robot, subject_token)), client).await {
-        Ok(minted) => {
-            let mut response = Json(serde_json::json!({
-                "access_token": minted.token.expose_secret(),
-                "issued_token_type": TOKEN_TYPE_JWT,
-                "token_type": "Bearer",
-                "expires_in": minted.expires_in,
-            }))
-            .into_response();
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
+        Ok(minted) => token_response(wire::StsToken {
+            access_token: minted.token.expose_secret().into(),
+            issued_token_type: TOKEN_TYPE_JWT.into(),
+            token_type: "Bearer".into(),
+            expires_in: minted.expires_in,
+        }),
         Err(ExchangeError::Refused(r)) => {
             let description = format!("{}: {}", r.code, r.message);
             match r.code {

@@ -9,6 +9,8 @@ use std::fmt::Display;
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
@@ -37,11 +39,40 @@ impl ErrorType {
     }
 }
 
+/// Quay's text for a robot that does not exist (`lookup_robot` in Quay's `data/model/user.py`),
+/// which Quay clients match on.
+pub const ROBOT_NOT_FOUND: &str = "Could not find robot with specified username";
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub error_type: ErrorType,
     pub message: String,
+    /// Repeat the message under `message`, where Quay's `{"message": ...}` bodies carry it.
+    quay_message: bool,
+}
+
+/// The body every admin-API error is answered with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, written for the client.
+    pub error_message: String,
+    /// The error type again (Quay sends both).
+    pub title: &'static str,
+    /// One of `invalid_request`, `invalid_token`, `insufficient_scope`, `not_found`,
+    /// `downstream_issue`, `internal_error`.
+    pub error_type: &'static str,
+    /// The message again (Quay sends both).
+    pub detail: String,
+    /// `<public_url>/api/v1/error/<error_type>`.
+    #[serde(rename = "type")]
+    pub type_url: String,
+    /// The message once more, only where Quay answers with a `{"message": ...}` body
+    /// (a robot that does not exist).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl ApiError {
@@ -50,6 +81,7 @@ impl ApiError {
             status,
             error_type,
             message: message.into(),
+            quay_message: false,
         }
     }
 
@@ -59,6 +91,14 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorType::NotFound, message)
+    }
+
+    /// A robot that does not exist: fedgate's 404, with Quay's message (Quay answers 400).
+    pub fn robot_not_found() -> Self {
+        Self {
+            quay_message: true,
+            ..Self::not_found(ROBOT_NOT_FOUND)
+        }
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> Self {
@@ -84,17 +124,38 @@ impl ApiError {
     }
 
     /// The JSON body, with `type` under `public_url` as Quay links it.
-    pub fn body(&self, public_url: &str) -> serde_json::Value {
+    pub fn body(&self, public_url: &str) -> ErrorBody {
         let kind = self.error_type.as_str();
-        serde_json::json!({
-            "status": self.status.as_u16(),
-            "error_message": self.message,
-            "title": kind,
-            "error_type": kind,
-            "detail": self.message,
-            "type": format!("{}/api/v1/error/{kind}", public_url.trim_end_matches('/')),
-        })
+        ErrorBody {
+            status: self.status.as_u16(),
+            error_message: self.message.clone(),
+            title: kind,
+            error_type: kind,
+            detail: self.message.clone(),
+            type_url: format!("{}/api/v1/error/{kind}", public_url.trim_end_matches('/')),
+            message: self.quay_message.then(|| self.message.clone()),
+        }
     }
+}
+
+/// The error answers of the admin API, for the operations' OpenAPI descriptions.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminErrors {
+    /// Invalid input: a name that breaks a rule, a body that does not parse (`invalid_request`).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No API token, or an invalid or expired one (`invalid_token`).
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// The token lacks the scope, or its user the role (`insufficient_scope`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The namespace or robot does not exist (`not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The database is unavailable; `Retry-After: 1` (`downstream_issue`).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 impl From<StoreError> for ApiError {
@@ -145,15 +206,29 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
+    fn json(error: &ApiError) -> serde_json::Value {
+        serde_json::to_value(error.body("https://fed.example/")).unwrap()
+    }
+
     #[test]
     fn body_has_quays_fields() {
-        let body = ApiError::not_found("Robot not found").body("https://fed.example/");
+        let body = json(&ApiError::not_found("Organization not found: acme"));
         assert_eq!(body["status"], 404);
-        assert_eq!(body["error_message"], "Robot not found");
-        assert_eq!(body["detail"], "Robot not found");
+        assert_eq!(body["error_message"], "Organization not found: acme");
+        assert_eq!(body["detail"], "Organization not found: acme");
         assert_eq!(body["title"], "not_found");
         assert_eq!(body["error_type"], "not_found");
         assert_eq!(body["type"], "https://fed.example/api/v1/error/not_found");
+        assert!(body.get("message").is_none(), "{body}");
+    }
+
+    #[test]
+    fn a_missing_robot_carries_quays_message_where_quay_clients_look() {
+        let body = json(&ApiError::robot_not_found());
+        assert_eq!(body["status"], 404);
+        for key in ["error_message", "detail", "message"] {
+            assert_eq!(body[key], ROBOT_NOT_FOUND, "{key}");
+        }
     }
 
     #[test]

@@ -9,83 +9,131 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::get;
 use http::{HeaderValue, Method, StatusCode, header};
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::security::SecurityRequirement;
+use utoipa::openapi::{PathItem, RefOr};
+use utoipa_axum::router::UtoipaMethodRouter;
+use utoipa_axum::routes;
 
 use super::ClientAddr;
+use super::auth::Scope;
 use super::error::{ApiError, ErrorType};
 use crate::api::{
-    exchange, federation, federation_test, health, permissions, registry_auth, robots, sts,
-    well_known,
+    discovery, entities, exchange, federation, federation_test, health, organization, permissions,
+    registry_auth, registry_oauth, robots, sts, user, well_known,
 };
 use crate::app::AppState;
 use crate::metrics::Metrics;
 
-/// Every route of the public listener, as `(path pattern, handlers)`. One table, so the
-/// router and whatever lists its paths (the API reference test) cannot disagree.
-pub fn routes() -> Vec<(String, MethodRouter<AppState>)> {
-    let mut routes = Vec::new();
-    for prefix in ["/api/v1/user", "/api/v1/organization/{org}"] {
-        routes.extend([
-            (format!("{prefix}/robots"), get(robots::list)),
-            (
-                format!("{prefix}/robots/{{short}}"),
-                get(robots::get).put(robots::create).delete(robots::delete),
-            ),
-            (
-                format!("{prefix}/robots/{{short}}/regenerate"),
-                post(robots::regenerate),
-            ),
-            (
-                format!("{prefix}/robots/{{short}}/permissions"),
-                get(robots::permissions),
-            ),
-            (
-                format!("{prefix}/robots/{{short}}/federation"),
-                get(federation::list)
-                    .post(federation::set)
-                    .delete(federation::delete),
-            ),
-            (
-                format!("{prefix}/robots/{{short}}/federation/test"),
-                post(federation_test::test),
-            ),
-        ]);
+/// One route: its handlers with the OpenAPI description of their `#[utoipa::path]` annotations
+/// (utoipa-axum's `routes!`): the schemas they use, their path pattern with its operations, and
+/// the method router. The path and methods the router serves come from the same annotations
+/// that `/api/v1/discovery` publishes, so the two cannot disagree.
+pub type Endpoint = UtoipaMethodRouter<AppState>;
+
+/// Every route of the public listener, as `(path pattern, endpoint)`. One table, so the
+/// router, the OpenAPI document and whatever lists its paths (the API reference test) agree.
+/// A new endpoint is one `routes!` line here.
+pub fn routes() -> Vec<(String, Endpoint)> {
+    // The caller's own robots and an organization's are served by the same handlers, whose
+    // annotations describe the organization's form.
+    let robot_api = || {
+        [
+            routes!(robots::list),
+            routes!(robots::get, robots::create, robots::delete),
+            routes!(robots::regenerate),
+            routes!(robots::permissions),
+            routes!(federation::list, federation::set, federation::delete),
+            routes!(federation_test::test),
+        ]
+    };
+    let mut endpoints: Vec<Endpoint> = robot_api().into_iter().map(for_own_robots).collect();
+    endpoints.extend(robot_api());
+    endpoints.extend([
+        routes!(permissions::list),
+        routes!(permissions::get, permissions::set, permissions::delete),
+        routes!(exchange::exchange),
+        routes!(sts::token),
+        routes!(registry_auth::token, registry_oauth::token),
+        routes!(well_known::jwks),
+        routes!(well_known::openid_configuration),
+        routes!(health::healthz),
+        routes!(health::readyz),
+        routes!(user::get),
+        routes!(organization::get),
+        routes!(entities::search),
+        routes!(discovery::document),
+    ]);
+    endpoints
+        .into_iter()
+        .map(|endpoint| (path_of(&endpoint), endpoint))
+        .collect()
+}
+
+/// The one path pattern an endpoint's annotations name (one `routes!` per path).
+fn path_of(endpoint: &Endpoint) -> String {
+    let mut paths = endpoint.1.paths.keys();
+    match (paths.next(), paths.next()) {
+        (Some(path), None) => path.clone(),
+        _ => panic!(
+            "one routes! per path pattern: {:?}",
+            endpoint.1.paths.keys()
+        ),
     }
-    let fixed: [(&str, MethodRouter<AppState>); 9] = [
-        (
-            "/api/v1/repository/{ns}/{repo}/permissions/user/",
-            get(permissions::list),
-        ),
-        (
-            "/api/v1/repository/{ns}/{repo}/permissions/user/{name}",
-            get(permissions::get)
-                .put(permissions::set)
-                .delete(permissions::delete),
-        ),
-        (
-            "/oauth2/federation/robot/token",
-            get(exchange::exchange).post(exchange::exchange),
-        ),
-        ("/oauth2/token", post(sts::token)),
-        ("/v2/auth", get(registry_auth::token)),
-        ("/.well-known/jwks.json", get(well_known::jwks)),
-        (
-            "/.well-known/openid-configuration",
-            get(well_known::openid_configuration),
-        ),
-        ("/healthz", get(health::healthz)),
-        ("/readyz", get(health::readyz)),
-    ];
-    routes.extend(fixed.map(|(path, handlers)| (path.to_string(), handlers)));
-    routes
+}
+
+const ORG_ROBOTS: &str = "/api/v1/organization/{org}/robots";
+const OWN_ROBOTS: &str = "/api/v1/user/robots";
+
+/// An organization robot endpoint moved to `/api/v1/user/robots...`: without the `{org}`
+/// parameter, needing `user:admin` instead of `org:admin`, and with Quay's operation ids
+/// (`getOrgRobot` becomes `getUserRobot`).
+fn for_own_robots((schemas, mut paths, handlers): Endpoint) -> Endpoint {
+    paths.paths = std::mem::take(&mut paths.paths)
+        .into_iter()
+        .map(|(path, mut item)| {
+            let suffix = path.strip_prefix(ORG_ROBOTS).unwrap_or_else(|| {
+                panic!("{path}: the robot API's annotations name {ORG_ROBOTS}...")
+            });
+            for_own_namespace(&mut item);
+            (format!("{OWN_ROBOTS}{suffix}"), item)
+        })
+        .collect();
+    (schemas, paths, handlers)
+}
+
+fn for_own_namespace(item: &mut PathItem) {
+    for operation in [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(parameters) = &mut operation.parameters {
+            parameters.retain(|p| {
+                !matches!(p, RefOr::T(p) if p.name == "org" && p.parameter_in == ParameterIn::Path)
+            });
+        }
+        if let Some(id) = &mut operation.operation_id {
+            *id = id.replacen("Org", "User", 1);
+        }
+        operation.security = Some(vec![SecurityRequirement::new(
+            discovery::API_TOKEN,
+            [Scope::UserAdmin.as_str()],
+        )]);
+    }
 }
 
 /// The gateway's public router (everything on `server.listen`).
 pub fn router(state: AppState) -> Router {
     routes()
         .into_iter()
-        .fold(Router::new(), |router, (path, handlers)| {
+        .fold(Router::new(), |router, (path, (_, _, handlers))| {
             router.route(&path, handlers)
         })
         .fallback(not_found)
@@ -143,7 +191,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     }
     let error = response.extensions_mut().remove::<ApiError>();
     if let Some(error) = &error {
-        let body = error.body(&state.config.server.public_url).to_string();
+        // Strings and a number: serializing cannot fail.
+        let body =
+            serde_json::to_string(&error.body(&state.config.server.public_url)).unwrap_or_default();
         *response.body_mut() = Body::from(body);
         response.headers_mut().insert(
             header::CONTENT_TYPE,

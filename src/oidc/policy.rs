@@ -27,13 +27,31 @@ use super::{Refusal, RefusalCode};
 /// Boxed and shared strings rather than `String`s and `Vec`s: every robot's entries are
 /// cached, and issuers, audiences and claim names recur across robots, so the robot cache
 /// keeps one copy of each ([`Interner`]; README, "Performance", the scale bench).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It is also the admin API's wire form of an entry, described in the OpenAPI document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(
+    description = "One trust relationship: identity tokens from `issuer` whose `sub` \
+    matches `subject`, whose `aud` holds one of the accepted audiences and whose claims match \
+    every condition may act as the robot. An entry may instead name a provider preset \
+    (`provider` and its fields, docs/providers.md); GET shows it expanded, with its fields, \
+    pinned IDs, `pinned_at` and `pending_pins`."
+)]
 pub struct FederationEntry {
+    /// The identity token's `iss`: an `https://` URL.
+    #[schema(value_type = String)]
     pub issuer: Arc<str>,
+    /// The `sub` to accept; `*` matches any run of characters.
+    #[schema(value_type = String)]
     pub subject: Box<str>,
+    /// Accepted `aud` values; none: `federation.audiences`, else the gateway's public URL.
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub audiences: Box<[Arc<str>]>,
+    /// Claim name (dots reach nested claims) → a pattern (`*` as in `subject`), or a list of
+    /// patterns of which any one may match.
     #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, Object>)]
     pub conditions: Conditions,
     /// Set when the entry was made from a provider preset (`oidc::providers`): its fields, for
     /// GET, and the immutable IDs still to be pinned by the first exchange.

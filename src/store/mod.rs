@@ -144,6 +144,8 @@ pub trait NamespaceStore {
     async fn set_member(&self, org: &str, user: &str, role: OrgRole) -> StoreResult<()>;
     async fn namespace_kind(&self, name: &str) -> StoreResult<Option<NamespaceKind>>;
     async fn org_role(&self, org: &str, user: &str) -> StoreResult<Option<OrgRole>>;
+    /// The organizations `user` belongs to, with the user's role in each, by name.
+    async fn user_orgs(&self, user: &str) -> StoreResult<Vec<(String, OrgRole)>>;
 }
 
 #[async_trait]

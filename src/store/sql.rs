@@ -214,12 +214,26 @@ impl NamespaceStore for SqlStore {
                 .bind(user)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(match role.as_deref() {
-            None => None,
-            Some("admin") => Some(OrgRole::Admin),
-            Some("member") => Some(OrgRole::Member),
-            Some(other) => return Err(StoreError::Corrupt(format!("member role {other:?}"))),
-        })
+        role.as_deref().map(member_role).transpose()
+    }
+
+    async fn user_orgs(&self, user: &str) -> StoreResult<Vec<(String, OrgRole)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT org, role FROM org_members WHERE username = $1 ORDER BY org")
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(org, role)| Ok((org, member_role(&role)?)))
+            .collect()
+    }
+}
+
+fn member_role(stored: &str) -> StoreResult<OrgRole> {
+    match stored {
+        "admin" => Ok(OrgRole::Admin),
+        "member" => Ok(OrgRole::Member),
+        other => Err(StoreError::Corrupt(format!("member role {other:?}"))),
     }
 }
 

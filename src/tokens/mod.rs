@@ -6,9 +6,11 @@
 //! - [`at_rest`]: the key in `keys.dir` that seals robot tokens (AES-256-GCM) and derives the
 //!   keyed lookup hash under which every token is stored.
 //! - [`registry`]: Docker registry token claims: scopes and what roles grant.
-//! - [`signing`]: the keyring that signs robot and registry tokens (rotation, JWKS, libtrust kid).
+//! - [`signing`]: the keyring that signs robot and registry tokens (staged rotation, JWKS,
+//!   kids, registry tokens' `x5c`); [`key_files`]: its keys and their sidecars in `keys.dir`.
 
 pub mod at_rest;
+pub mod key_files;
 pub mod opaque;
 pub mod registry;
 pub mod signing;

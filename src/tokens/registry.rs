@@ -26,6 +26,13 @@ pub struct Access {
     pub actions: Vec<String>,
 }
 
+impl Access {
+    /// The entry as a scope, `type:name:actions` (the OAuth2 form's `scope` answer).
+    pub fn scope(&self) -> String {
+        format!("{}:{}:{}", self.kind, self.name, self.actions.join(","))
+    }
+}
+
 /// Claims of a registry token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegistryClaims {

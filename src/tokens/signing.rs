@@ -1,36 +1,41 @@
 //! The signing keyring: the keys fedgate signs robot and registry tokens with.
 //!
-//! Keys live in `<keys.dir>` as PKCS#8 files named `signing-<created unix>-<alg>-<random>.p8`
-//! (0600). The newest is active. When a newer key exists, an older one stays published (in the
-//! JWKS, in `keys registry-cert`, and for fedgate's own checks) until every token it can have
-//! signed has expired, then it is dropped. `fedgate keys rotate` adds a key; running gateways
-//! notice within seconds ([`Keyring::load`] is cheap to call again).
+//! Keys live in `keys.dir` ([`super::key_files`]). Each has an activation instant; the key
+//! that signs is, at the signing moment, the newest key whose activation has passed, so every
+//! replica switches at the same instant whenever it loaded the key. A key is published (in
+//! the JWKS, in `keys registry-cert`/`registry-jwks`, and for fedgate's own checks) from the
+//! moment it exists, staged, until every token it can have signed has expired after a newer
+//! key took over. `fedgate keys rotate` stages a key, `keys activate` brings its activation
+//! forward; running gateways re-read the directory every few seconds.
 //!
-//! Every key's `kid` is the libtrust fingerprint of its public key, the form a Docker registry
-//! 2.x derives from the certificate it is given, so one `kid` serves JWKS users and registries.
+//! `kid`: keys with a sidecar carry the RFC 7638 JWK thumbprint (what distribution 3.x derives
+//! from certificates and expects in JWKS files); older keys keep the libtrust fingerprint that
+//! a Docker registry 2.x derives from the certificate it is given.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
     self, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair,
 };
-use base64_simd::URL_SAFE_NO_PAD as BASE64URL_NOPAD;
+use base64_simd::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL_NOPAD};
 use data_encoding::BASE32_NOPAD;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::Serialize;
 
+use super::key_files::{self, KeyFile, KeyMeta};
 use crate::oidc::jws::{KeySet, parse_jwks};
 
-/// Key files are `signing-*.p8` directly in `keys.dir`: a flat directory maps one to one onto
-/// a Kubernetes Secret (`kubectl create secret generic --from-file=<keys.dir>`).
-const FILE_PREFIX: &str = "signing-";
+/// How often a running gateway re-reads `keys.dir` (the server's keyring check).
+pub const RELOAD_INTERVAL_SECONDS: i64 = 5;
+
+/// The shortest time between changing when a key activates and that instant: twice the reload
+/// interval, so every replica has read the change before it takes effect.
+pub const ACTIVATION_MARGIN_SECONDS: i64 = 2 * RELOAD_INTERVAL_SECONDS;
 
 /// Algorithms fedgate signs with (`keys.signing_alg`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,15 +73,12 @@ pub enum KeyringError {
     },
     #[error("signing key {0} cannot be read (not a PKCS#8 key of its algorithm)")]
     BadKey(String),
+    #[error("signing key metadata {0}")]
+    BadMeta(String),
+    #[error("no signing key in the keys directory (`fedgate keys rotate` creates the first)")]
+    Empty,
     #[error("generating a signing key failed")]
     Generate,
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyringError + '_ {
-    move |source| KeyringError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 enum Pair {
@@ -90,11 +92,17 @@ pub struct SigningKey {
     pub kid: String,
     pub alg: SigningAlg,
     pub created_at: i64,
+    /// When the key starts signing.
+    pub activates_at: i64,
     pair: Pair,
     pkcs8: SecretSlice<u8>,
     jwk: serde_json::Value,
+    /// The stored certificate (PEM), for keys that have one.
+    certificate: Option<String>,
     /// `base64url({"alg":…,"typ":"JWT","kid":…}).`: the same for every token this key signs.
     encoded_header: String,
+    /// The same with `"x5c":[<certificate>]`, for registry tokens (keys with a certificate).
+    encoded_x5c_header: Option<String>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -103,6 +111,7 @@ impl std::fmt::Debug for SigningKey {
             .field("kid", &self.kid)
             .field("alg", &self.alg)
             .field("created_at", &self.created_at)
+            .field("activates_at", &self.activates_at)
             .finish_non_exhaustive()
     }
 }
@@ -120,12 +129,47 @@ pub fn libtrust_kid(spki_der: &[u8]) -> String {
         .join(":")
 }
 
+/// The RFC 7638 JWK thumbprint (SHA-256, base64url) of a public JWK's members: the required
+/// members in lexicographic order, no whitespace (RFC 8037 for OKP keys).
+pub fn jwk_thumbprint(jwk: &serde_json::Value) -> String {
+    let member = |name: &str| jwk[name].as_str().unwrap_or_default();
+    let canonical = match member("kty") {
+        "EC" => format!(
+            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+            member("crv"),
+            member("x"),
+            member("y")
+        ),
+        "RSA" => format!(
+            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+            member("e"),
+            member("n")
+        ),
+        _ => format!(
+            r#"{{"crv":"{}","kty":"{}","x":"{}"}}"#,
+            member("crv"),
+            member("kty"),
+            member("x")
+        ),
+    };
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+    BASE64URL_NOPAD.encode_to_string(digest.as_ref())
+}
+
+fn encode_header(header: &serde_json::Value) -> String {
+    let mut encoded = BASE64URL_NOPAD.encode_to_string(header.to_string().as_bytes());
+    encoded.push('.');
+    encoded
+}
+
 impl SigningKey {
-    fn from_pkcs8(
+    /// Parses a PKCS#8 key of `alg`, with its sidecar if it has one.
+    pub fn parse(
         alg: SigningAlg,
         der: &[u8],
         created_at: i64,
         name: &str,
+        meta: Option<&KeyMeta>,
     ) -> Result<Self, KeyringError> {
         let bad = || KeyringError::BadKey(name.to_string());
         let (pair, spki, jwk_members) = match alg {
@@ -172,32 +216,66 @@ impl SigningKey {
                 (Pair::Ed(pair), spki, members)
             }
         };
-        let kid = libtrust_kid(&spki);
+        let kid = match meta {
+            Some(_) => jwk_thumbprint(&jwk_members),
+            None => libtrust_kid(&spki),
+        };
         let mut jwk = jwk_members;
         jwk["kid"] = serde_json::Value::String(kid.clone());
         jwk["alg"] = serde_json::Value::String(alg.as_str().to_string());
         jwk["use"] = serde_json::Value::String("sig".to_string());
         let header = serde_json::json!({"alg": alg.as_str(), "typ": "JWT", "kid": kid});
-        let mut encoded_header = BASE64URL_NOPAD.encode_to_string(header.to_string().as_bytes());
-        encoded_header.push('.');
+        let encoded_x5c_header = match meta {
+            Some(meta) => {
+                let cert = CertificateDer::from_pem_slice(meta.certificate.as_bytes())
+                    .map_err(|_| KeyringError::BadMeta(format!("of {name}: no PEM certificate")))?;
+                // The certificate must carry this very key, or registries would trust another.
+                if !cert.windows(spki.len()).any(|w| w == spki.as_slice()) {
+                    return Err(KeyringError::BadMeta(format!(
+                        "of {name}: the certificate is for another key"
+                    )));
+                }
+                let mut with_x5c = header.clone();
+                with_x5c["x5c"] = serde_json::json!([BASE64.encode_to_string(cert.as_ref())]);
+                Some(encode_header(&with_x5c))
+            }
+            None => None,
+        };
         Ok(Self {
-            encoded_header,
+            encoded_header: encode_header(&header),
+            encoded_x5c_header,
             kid,
             alg,
             created_at,
+            activates_at: meta.map_or(created_at, |m| m.activates_at),
             pair,
             pkcs8: SecretSlice::from(der.to_vec()),
             jwk,
+            certificate: meta.map(|m| m.certificate.clone()),
         })
     }
 
-    /// The private key as PKCS#8 DER (for `keys registry-cert`); never logged.
+    /// The private key as PKCS#8 DER (for certificates); never logged.
     pub fn pkcs8(&self) -> &[u8] {
         self.pkcs8.expose_secret()
     }
 
     pub fn jwk(&self) -> &serde_json::Value {
         &self.jwk
+    }
+
+    /// The certificate made with the key, when it has one (keys made since staged rotation).
+    pub fn stored_certificate(&self) -> Option<&str> {
+        self.certificate.as_deref()
+    }
+
+    /// The certificate a registry's `rootcertbundle` needs for this key (PEM): the stored one,
+    /// or for older keys one made now.
+    pub fn registry_certificate(&self, now: i64) -> Result<String, KeyringError> {
+        match &self.certificate {
+            Some(pem) => Ok(pem.clone()),
+            None => key_files::self_signed(self, now),
+        }
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyringError> {
@@ -217,117 +295,173 @@ impl SigningKey {
         }
     }
 
-    /// Signs `claims` as a compact JWS with this key's `kid`.
-    pub fn sign_jwt(&self, claims: &impl Serialize) -> Result<String, KeyringError> {
+    fn sign_with(
+        &self,
+        encoded_header: &str,
+        claims: &impl Serialize,
+    ) -> Result<String, KeyringError> {
         let payload = serde_json::to_vec(claims).map_err(|_| KeyringError::Generate)?;
         let mut token = String::with_capacity(
             // Room for the signature: 86 characters for ES256, 342 for RS256 with RSA-2048.
-            self.encoded_header.len() + BASE64URL_NOPAD.encoded_length(payload.len()) + 400,
+            encoded_header.len() + BASE64URL_NOPAD.encoded_length(payload.len()) + 400,
         );
-        token.push_str(&self.encoded_header);
+        token.push_str(encoded_header);
         BASE64URL_NOPAD.encode_append(&payload, &mut token);
         let signature = self.sign(token.as_bytes())?;
         token.push('.');
         BASE64URL_NOPAD.encode_append(&signature, &mut token);
         Ok(token)
     }
+
+    /// Signs `claims` as a compact JWS whose header names this key's `kid`.
+    pub fn sign_jwt(&self, claims: &impl Serialize) -> Result<String, KeyringError> {
+        self.sign_with(&self.encoded_header, claims)
+    }
+
+    /// Signs a registry token. With `x5c` (and a stored certificate) the header also carries
+    /// the key's certificate, which distribution 2.x and 3.x check against their
+    /// `rootcertbundle`; without, only the `kid` (distribution 3.x with a `jwks` file).
+    pub fn sign_registry_jwt(
+        &self,
+        claims: &impl Serialize,
+        x5c: bool,
+    ) -> Result<String, KeyringError> {
+        match (&self.encoded_x5c_header, x5c) {
+            (Some(header), true) => self.sign_with(header, claims),
+            _ => self.sign_with(&self.encoded_header, claims),
+        }
+    }
 }
 
-/// A self-signed certificate (PEM) for `key`: what a Docker registry's
-/// `auth.token.rootcertbundle` needs. The registry trusts the key, found by the `kid` it derives
-/// from the certificate's public key; the certificate's own fields do not matter to it, so it
-/// is valid for ten years.
-pub fn registry_certificate(key: &SigningKey, now: i64) -> Result<String, KeyringError> {
-    let bad = || KeyringError::BadKey(key.kid.clone());
-    let pair = rcgen::KeyPair::try_from(key.pkcs8()).map_err(|_| bad())?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|_| bad())?;
-    params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        format!("fedgate signing key {}", key.kid),
-    );
-    let start = time::OffsetDateTime::from_unix_timestamp(now - 86_400).map_err(|_| bad())?;
-    params.not_before = start;
-    params.not_after = start + time::Duration::days(3653);
-    let cert = params.self_signed(&pair).map_err(|_| bad())?;
-    Ok(cert.pem())
+/// What a key is doing at a given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published, not signing yet.
+    Staged,
+    /// Signing.
+    Active,
+    /// Superseded; published until its tokens have expired.
+    Retiring,
 }
 
-/// The published keys and the active one.
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Staged => "staged",
+            Self::Active => "active",
+            Self::Retiring => "retiring",
+        }
+    }
+}
+
+/// The published keys.
 #[derive(Debug)]
 pub struct Keyring {
-    active: Arc<SigningKey>,
+    /// Oldest first: superseded keys whose tokens can still be alive, the active one, staged ones.
     published: Vec<Arc<SigningKey>>,
     verifying: KeySet,
-    /// The key files this ring was loaded from, to notice changes cheaply.
-    files: Vec<PathBuf>,
+    /// The files this ring was loaded from, to notice changes (`keys rotate`, `keys activate`).
+    loaded_from: Vec<KeyFile>,
     /// When the next superseded key stops being published (the ring is then out of date).
     retires_at: Option<i64>,
 }
 
 impl Keyring {
-    /// Loads `<dir>/signing`, creating a key of `alg` when there is none or when the newest key
-    /// is of another algorithm (the configured algorithm changed). Keys superseded more than
-    /// `retire_after` seconds before `now` are no longer published.
-    pub fn load(
-        dir: &Path,
-        alg: SigningAlg,
-        retire_after: i64,
-        now: i64,
-    ) -> Result<Self, KeyringError> {
-        let mut files = key_files(dir)?;
-        let newest_alg = files.last().and_then(|(_, _, a, _)| SigningAlg::parse(a));
-        if newest_alg != Some(alg) {
-            generate(dir, alg, now)?;
-            files = key_files(dir)?;
-        }
+    /// Loads the keys in `dir`. Keys superseded more than `retire_after` seconds before `now`
+    /// are no longer published.
+    pub fn load(dir: &Path, retire_after: i64, now: i64) -> Result<Self, KeyringError> {
+        let files = key_files::list(dir)?;
         let mut keys = Vec::new();
-        for (path, created, alg_name, name) in &files {
-            let Some(key_alg) = SigningAlg::parse(alg_name) else {
+        for file in &files {
+            let Some(alg) = SigningAlg::parse(&file.alg) else {
                 continue;
             };
-            let der = fs::read(path).map_err(io_error(path))?;
-            keys.push(Arc::new(SigningKey::from_pkcs8(
-                key_alg, &der, *created, name,
+            let der = std::fs::read(&file.path).map_err(|source| KeyringError::Io {
+                path: file.path.display().to_string(),
+                source,
+            })?;
+            keys.push(Arc::new(SigningKey::parse(
+                alg,
+                &der,
+                file.created,
+                &file.name,
+                file.meta.as_ref(),
             )?));
         }
-        let active = keys.last().cloned().ok_or(KeyringError::Generate)?;
-        // A key is published while a token it signed can be alive: until its successor has
-        // been active for `retire_after` seconds.
+        if keys.is_empty() {
+            return Err(KeyringError::Empty);
+        }
+        // A key is superseded when a newer key activates; it stays published while a token it
+        // signed can be alive, i.e. until `retire_after` after that.
         let mut published = Vec::new();
         let mut retires_at: Option<i64> = None;
         for (i, key) in keys.iter().enumerate() {
-            let superseded_at = keys.get(i + 1).map(|next| next.created_at);
-            if superseded_at.is_none_or(|at| now - at < retire_after) {
-                published.push(key.clone());
-            }
-            if let Some(at) = superseded_at
-                .map(|at| at + retire_after)
-                .filter(|at| *at > now)
-            {
-                retires_at = Some(retires_at.map_or(at, |r| r.min(at)));
+            let superseded_at = keys[i + 1..].iter().map(|k| k.activates_at).min();
+            match superseded_at.map(|at| at.saturating_add(retire_after)) {
+                Some(retire) if retire <= now => {}
+                Some(retire) => {
+                    published.push(key.clone());
+                    retires_at = Some(retires_at.map_or(retire, |r| r.min(retire)));
+                }
+                None => published.push(key.clone()),
             }
         }
         let jwks = serde_json::json!({"keys": published.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
         let verifying =
             parse_jwks(jwks.to_string().as_bytes()).map_err(|_| KeyringError::Generate)?;
         Ok(Self {
-            active,
             published,
             verifying,
-            files: files.into_iter().map(|(p, ..)| p).collect(),
+            loaded_from: files,
             retires_at,
         })
     }
 
-    pub fn active(&self) -> &Arc<SigningKey> {
-        &self.active
+    /// The key that signs at `now`: the newest whose activation has passed. (Should the clock
+    /// stand before every activation, the first to activate.)
+    pub fn signing_key(&self, now: i64) -> &Arc<SigningKey> {
+        self.published
+            .iter()
+            .rev()
+            .find(|k| k.activates_at <= now)
+            .or_else(|| self.published.iter().min_by_key(|k| k.activates_at))
+            .expect("a loaded keyring holds at least one key")
+    }
+
+    /// What `key` (a published key) does at `now`.
+    pub fn state(&self, key: &SigningKey, now: i64) -> KeyState {
+        let superseded = self.superseded_at(key).is_some_and(|at| at <= now);
+        if std::ptr::eq(self.signing_key(now).as_ref(), key) {
+            KeyState::Active
+        } else if key.activates_at > now && !superseded {
+            KeyState::Staged
+        } else {
+            KeyState::Retiring
+        }
     }
 
     pub fn published(&self) -> &[Arc<SigningKey>] {
         &self.published
     }
 
-    /// The public JWKS document.
+    /// When a newer key takes over from `key` (it then retires once its tokens have expired).
+    pub fn superseded_at(&self, key: &SigningKey) -> Option<i64> {
+        let position = self
+            .published
+            .iter()
+            .position(|k| std::ptr::eq(k.as_ref(), key))?;
+        self.published[position + 1..]
+            .iter()
+            .map(|k| k.activates_at)
+            .min()
+    }
+
+    /// The key files this ring was loaded from, oldest first.
+    pub fn files(&self) -> &[KeyFile] {
+        &self.loaded_from
+    }
+
+    /// The public JWKS document: every published key, staged ones included.
     pub fn jwks(&self) -> serde_json::Value {
         serde_json::json!({"keys": self.published.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})
     }
@@ -338,103 +472,58 @@ impl Keyring {
     }
 
     /// True when this ring no longer matches what [`Keyring::load`] would give at `now`: key
-    /// files changed on disk, or a superseded key is due to retire.
+    /// files or their activation changed on disk, or a superseded key is due to retire.
     pub fn out_of_date(&self, dir: &Path, now: i64) -> bool {
         self.retires_at.is_some_and(|at| now >= at) || self.changed_on_disk(dir)
     }
 
-    /// True when the key files on disk differ from the ones this ring was loaded from.
+    /// True when the key files on disk (names and sidecars) differ from this ring's.
     pub fn changed_on_disk(&self, dir: &Path) -> bool {
-        key_files(dir)
-            .map(|files| files.into_iter().map(|(p, ..)| p).collect::<Vec<_>>() != self.files)
-            .unwrap_or(false)
+        key_files::list(dir).is_ok_and(|files| files != self.loaded_from)
     }
 }
 
-/// `(path, created, alg, file name)` of every key file, oldest first.
-fn key_files(signing_dir: &Path) -> Result<Vec<(PathBuf, i64, String, String)>, KeyringError> {
-    let entries = match fs::read_dir(signing_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error(signing_dir)(e)),
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error(signing_dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name
-            .strip_prefix(FILE_PREFIX)
-            .and_then(|n| n.strip_suffix(".p8"))
-        else {
-            continue;
-        };
-        let mut parts = stem.splitn(3, '-');
-        let (Some(created), Some(alg)) = (
-            parts.next().and_then(|c| c.parse::<i64>().ok()),
-            parts.next(),
-        ) else {
-            continue;
-        };
-        files.push((entry.path(), created, alg.to_string(), name));
+/// Makes sure `dir` has a key that signs with `alg`: in an empty directory, a first key that
+/// signs at once; when the newest key is of another algorithm (`keys.signing_alg` changed), a
+/// key staged to activate `activation_delay` seconds from `now`. Returns the key it made.
+pub fn ensure_key(
+    dir: &Path,
+    alg: SigningAlg,
+    activation_delay: i64,
+    now: i64,
+) -> Result<Option<KeyFile>, KeyringError> {
+    let files = key_files::list(dir)?;
+    match files.last() {
+        None => key_files::generate(dir, alg, now, now).map(Some),
+        Some(newest) if SigningAlg::parse(&newest.alg) != Some(alg) => {
+            key_files::generate(dir, alg, now, now.saturating_add(activation_delay)).map(Some)
+        }
+        Some(_) => Ok(None),
     }
-    files.sort_by(|a, b| (a.1, &a.3).cmp(&(b.1, &b.3)));
-    Ok(files)
 }
 
-/// Writes a new key of `alg` (0600, atomically) and returns its path. It becomes active.
-pub fn generate(dir: &Path, alg: SigningAlg, now: i64) -> Result<PathBuf, KeyringError> {
-    let signing_dir = dir;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(signing_dir)
-        .map_err(io_error(signing_dir))?;
-    let rng = SystemRandom::new();
-    let der: Vec<u8> = match alg {
-        SigningAlg::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| KeyringError::Generate)?
-            .as_ref()
-            .to_vec(),
-        SigningAlg::RS256 => RsaKeyPair::generate(KeySize::Rsa2048)
-            .and_then(|pair| pair.as_der().map(|d| d.as_ref().to_vec()))
-            .map_err(|_| KeyringError::Generate)?,
-        SigningAlg::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| KeyringError::Generate)?
-            .as_ref()
-            .to_vec(),
+/// Stages a new key of `alg` (`keys rotate`): published from now, signing from
+/// `now + activation_delay`. In an empty directory the first key signs at once.
+pub fn stage(
+    dir: &Path,
+    alg: SigningAlg,
+    activation_delay: i64,
+    now: i64,
+) -> Result<KeyFile, KeyringError> {
+    let activates_at = if key_files::list(dir)?.is_empty() {
+        now
+    } else {
+        now.saturating_add(activation_delay)
     };
-    // Keys are ordered by creation second: a new key must sort after every existing one, even
-    // when created within the same second.
-    let created = key_files(signing_dir)?
-        .last()
-        .map_or(now, |(_, newest, ..)| now.max(newest + 1));
-    let mut suffix = [0u8; 4];
-    aws_lc_rs::rand::SecureRandom::fill(&rng, &mut suffix).map_err(|_| KeyringError::Generate)?;
-    let name = format!(
-        "{FILE_PREFIX}{created:012}-{}-{}.p8",
-        alg.as_str(),
-        data_encoding::HEXLOWER.encode(&suffix)
-    );
-    let path = signing_dir.join(&name);
-    let tmp = signing_dir.join(format!(".{name}.tmp"));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_error(&tmp))?;
-    file.write_all(&der)
-        .and_then(|()| file.sync_all())
-        .map_err(io_error(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io_error(&path))?;
-    Ok(path)
+    key_files::generate(dir, alg, now, activates_at)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::oidc::jws::{self, Alg, KeyLookup};
-    use rustls_pki_types::pem::PemObject;
+
+    const DAY: i64 = 86_400;
 
     #[test]
     fn libtrust_kid_has_twelve_groups_of_four() {
@@ -448,66 +537,104 @@ mod tests {
     }
 
     #[test]
+    fn thumbprint_matches_rfc_7638_example() {
+        // RFC 7638 section 3.1.
+        let jwk = serde_json::json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB", "alg": "RS256", "kid": "2011-04-29",
+        });
+        assert_eq!(
+            jwk_thumbprint(&jwk),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    fn load(dir: &Path, now: i64) -> Keyring {
+        Keyring::load(dir, 100, now).unwrap()
+    }
+
+    #[test]
     fn every_algorithm_signs_what_its_jwks_verifies() {
         for alg in [SigningAlg::ES256, SigningAlg::RS256, SigningAlg::EdDSA] {
             let dir = tempfile::tempdir().unwrap();
-            let ring = Keyring::load(dir.path(), alg, 3600, 1000).unwrap();
-            let token = ring
-                .active()
-                .sign_jwt(&serde_json::json!({"sub": "x"}))
-                .unwrap();
-            let compact = jws::decode(&token).unwrap();
-            assert_eq!(
-                compact.header.kid.as_deref(),
-                Some(ring.active().kid.as_str())
-            );
-            let jws_alg = Alg::parse(alg.as_str()).unwrap();
-            let KeyLookup::Found(key) = ring
-                .verifying_keys()
-                .find(compact.header.kid.as_deref(), jws_alg)
-            else {
-                panic!("{alg:?}: own key not found");
-            };
-            assert!(
-                key.verify(compact.signing_input, &compact.signature),
-                "{alg:?}"
-            );
+            ensure_key(dir.path(), alg, DAY, 1000).unwrap();
+            let ring = load(dir.path(), 1000);
+            let key = ring.signing_key(1000);
+            assert_eq!(key.kid, jwk_thumbprint(key.jwk()), "{alg:?}");
+            for token in [
+                key.sign_jwt(&serde_json::json!({"sub": "x"})).unwrap(),
+                key.sign_registry_jwt(&serde_json::json!({"sub": "x"}), true)
+                    .unwrap(),
+            ] {
+                let compact = jws::decode(&token).unwrap();
+                assert_eq!(compact.header.kid.as_deref(), Some(key.kid.as_str()));
+                let jws_alg = Alg::parse(alg.as_str()).unwrap();
+                let KeyLookup::Found(public) = ring
+                    .verifying_keys()
+                    .find(compact.header.kid.as_deref(), jws_alg)
+                else {
+                    panic!("{alg:?}: own key not found");
+                };
+                assert!(
+                    public.verify(compact.signing_input, &compact.signature),
+                    "{alg:?}"
+                );
+            }
             assert_eq!(ring.jwks()["keys"][0]["alg"], alg.as_str());
         }
     }
 
-    #[test]
-    fn rotation_keeps_the_old_key_published_until_it_retires() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = Keyring::load(dir.path(), SigningAlg::ES256, 100, 1000).unwrap();
-        let old_kid = first.active().kid.clone();
-        assert!(!first.changed_on_disk(dir.path()));
-        generate(dir.path(), SigningAlg::ES256, 2000).unwrap();
-        assert!(first.changed_on_disk(dir.path()));
-        let rotated = Keyring::load(dir.path(), SigningAlg::ES256, 100, 2050).unwrap();
-        assert_ne!(rotated.active().kid, old_kid);
-        assert_eq!(rotated.published().len(), 2, "old key still published");
-        assert!(!rotated.out_of_date(dir.path(), 2099));
-        assert!(
-            rotated.out_of_date(dir.path(), 2100),
-            "the old key is due to retire"
-        );
-        let retired = Keyring::load(dir.path(), SigningAlg::ES256, 100, 2101).unwrap();
-        assert_eq!(retired.published().len(), 1, "old key retired");
-        assert_eq!(retired.published()[0].kid, rotated.active().kid);
+    /// The header of a registry token, decoded.
+    fn header(token: &str) -> serde_json::Value {
+        let part = token.split('.').next().unwrap();
+        serde_json::from_slice(&BASE64URL_NOPAD.decode_to_vec(part).unwrap()).unwrap()
     }
 
     #[test]
-    fn registry_certificates_carry_the_signing_key() {
+    fn registry_tokens_carry_the_certificate_registry_cert_prints() {
         for alg in [SigningAlg::ES256, SigningAlg::RS256] {
             let dir = tempfile::tempdir().unwrap();
-            let ring = Keyring::load(dir.path(), alg, 3600, 1_700_000_000).unwrap();
-            let pem = registry_certificate(ring.active(), 1_700_000_000).unwrap();
-            let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
-            // The certificate's SubjectPublicKeyInfo hashes to the key's kid, as the registry computes it.
-            let spki = spki_of(der.as_ref());
-            assert_eq!(libtrust_kid(spki), ring.active().kid, "{alg:?}");
+            ensure_key(dir.path(), alg, DAY, 1_700_000_000).unwrap();
+            let ring = load(dir.path(), 1_700_000_000);
+            let key = ring.signing_key(1_700_000_000);
+            let claims = serde_json::json!({"sub": "x"});
+            let x5c = header(&key.sign_registry_jwt(&claims, true).unwrap())["x5c"].clone();
+            let pem = key.registry_certificate(1_800_000_000).unwrap();
+            let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            assert_eq!(
+                x5c,
+                serde_json::json!([BASE64.encode_to_string(der.as_ref())]),
+                "{alg:?}: the same bytes, whenever printed"
+            );
+            let kid_only = header(&key.sign_registry_jwt(&claims, false).unwrap());
+            assert!(kid_only.get("x5c").is_none());
+            assert!(header(&key.sign_jwt(&claims).unwrap()).get("x5c").is_none());
         }
+    }
+
+    /// A key file as fedgate wrote them before staged rotation: the PKCS#8 file alone.
+    fn legacy_key(dir: &Path, created: i64) {
+        let file = key_files::generate(dir, SigningAlg::ES256, created, created).unwrap();
+        std::fs::remove_file(file.path.with_extension("json")).unwrap();
+    }
+
+    #[test]
+    fn keys_made_before_staged_rotation_keep_their_kid_and_no_x5c() {
+        let dir = tempfile::tempdir().unwrap();
+        legacy_key(dir.path(), 1000);
+        let ring = load(dir.path(), 1000);
+        let key = ring.signing_key(1000);
+        assert_eq!(key.activates_at, 1000);
+        assert_eq!(key.kid.len(), 59, "libtrust form: {}", key.kid);
+        let token = key
+            .sign_registry_jwt(&serde_json::json!({"sub": "x"}), true)
+            .unwrap();
+        assert!(header(&token).get("x5c").is_none());
+        // registry-cert still makes a certificate for it, with the key libtrust names.
+        let pem = key.registry_certificate(1000).unwrap();
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(libtrust_kid(spki_of(der.as_ref())), key.kid);
     }
 
     /// Finds the SubjectPublicKeyInfo inside a certificate (seventh field of TBSCertificate).
@@ -540,25 +667,94 @@ mod tests {
     }
 
     #[test]
-    fn a_rotation_within_the_same_second_still_wins() {
+    fn a_staged_key_is_published_at_once_and_signs_from_its_activation() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Keyring::load(dir.path(), SigningAlg::ES256, 100, 1000).unwrap();
-        for _ in 0..3 {
-            generate(dir.path(), SigningAlg::ES256, 1000).unwrap();
-        }
-        let last = Keyring::load(dir.path(), SigningAlg::ES256, 100, 1000).unwrap();
-        assert_ne!(last.active().kid, first.active().kid);
-        assert_eq!(last.active().created_at, 1003);
+        ensure_key(dir.path(), SigningAlg::ES256, DAY, 1000).unwrap();
+        let first = load(dir.path(), 1000).signing_key(1000).kid.clone();
+        let staged = stage(dir.path(), SigningAlg::ES256, 500, 2000).unwrap();
+        let ring = load(dir.path(), 2000);
+        assert_eq!(ring.published().len(), 2, "published while staged");
+        assert!(ring.jwks()["keys"][1]["kid"].is_string());
+        // Decided by the clock at signing time, not at load time: one ring, every instant.
+        assert_eq!(ring.signing_key(2499).kid, first);
+        let second = ring.signing_key(2500).kid.clone();
+        assert_ne!(second, first);
+        assert_eq!(ring.state(&ring.published()[1], 2499), KeyState::Staged);
+        assert_eq!(ring.state(&ring.published()[0], 2500), KeyState::Retiring);
+        // The old key retires `retire_after` after the new one activated.
+        assert!(!ring.out_of_date(dir.path(), 2599));
+        assert!(ring.out_of_date(dir.path(), 2600));
+        let later = load(dir.path(), 2600);
+        assert_eq!(later.published().len(), 1);
+        assert_eq!(later.signing_key(2600).kid, second);
+        // `keys activate` moving the activation is a change every replica notices.
+        key_files::set_activation(&staged, 2100).unwrap();
+        assert!(ring.changed_on_disk(dir.path()));
+        assert_eq!(load(dir.path(), 2050).signing_key(2100).kid, second);
     }
 
     #[test]
-    fn key_files_are_private() {
-        use std::os::unix::fs::PermissionsExt;
+    fn the_first_key_signs_at_once_and_an_algorithm_change_is_staged() {
         let dir = tempfile::tempdir().unwrap();
-        let path = generate(dir.path(), SigningAlg::EdDSA, 1).unwrap();
+        stage(dir.path(), SigningAlg::ES256, DAY, 1000).unwrap();
         assert_eq!(
-            fs::metadata(path).unwrap().permissions().mode() & 0o777,
-            0o600
+            load(dir.path(), 1000).signing_key(1000).alg,
+            SigningAlg::ES256
         );
+        assert!(
+            ensure_key(dir.path(), SigningAlg::ES256, DAY, 1001)
+                .unwrap()
+                .is_none()
+        );
+        let rsa = ensure_key(dir.path(), SigningAlg::RS256, DAY, 2000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(rsa.activates_at(), 2000 + DAY);
+        let ring = load(dir.path(), 2000);
+        assert_eq!(ring.signing_key(2000).alg, SigningAlg::ES256);
+        assert_eq!(ring.signing_key(2000 + DAY).alg, SigningAlg::RS256);
+    }
+
+    #[test]
+    fn a_newer_key_activated_first_wins_over_an_older_staged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        stage(dir.path(), SigningAlg::ES256, DAY, 1000).unwrap();
+        stage(dir.path(), SigningAlg::ES256, 5000, 1000).unwrap();
+        let newest = stage(dir.path(), SigningAlg::ES256, 5000, 1000).unwrap();
+        key_files::set_activation(&newest, 2000).unwrap();
+        let ring = load(dir.path(), 1000);
+        let kids: Vec<_> = ring.published().iter().map(|k| k.kid.clone()).collect();
+        assert_eq!(ring.signing_key(1999).kid, kids[0]);
+        assert_eq!(ring.signing_key(2000).kid, kids[2]);
+        assert_eq!(
+            ring.signing_key(6001).kid,
+            kids[2],
+            "the older staged key never signs"
+        );
+        assert_eq!(ring.state(&ring.published()[1], 1999), KeyState::Staged);
+        assert_eq!(ring.state(&ring.published()[1], 2000), KeyState::Retiring);
+    }
+
+    #[test]
+    fn a_rotation_within_the_same_second_still_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        stage(dir.path(), SigningAlg::ES256, 0, 1000).unwrap();
+        let first = load(dir.path(), 1000).signing_key(1000).kid.clone();
+        for _ in 0..3 {
+            stage(dir.path(), SigningAlg::ES256, 0, 1000).unwrap();
+        }
+        let last = load(dir.path(), 1000);
+        assert_ne!(last.signing_key(1003).kid, first);
+        assert_eq!(last.signing_key(1003).created_at, 1003);
+    }
+
+    #[test]
+    fn a_certificate_for_another_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = stage(dir.path(), SigningAlg::ES256, 0, 1000).unwrap();
+        let b = stage(dir.path(), SigningAlg::ES256, 0, 1000).unwrap();
+        std::fs::copy(a.path.with_extension("json"), b.path.with_extension("json")).unwrap();
+        let err = Keyring::load(dir.path(), 100, 1000).unwrap_err();
+        assert!(err.to_string().contains("another key"), "{err}");
     }
 }

@@ -3,19 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use fedgate::http::router::routes;
-
-use crate::harness::{Backend, Gateway, send};
-
-/// A concrete path for a route pattern (`{org}` → `acme`, ...), to ask the router about it.
-fn concrete(pattern: &str) -> String {
-    pattern
-        .replace("{org}", "acme")
-        .replace("{ns}", "acme")
-        .replace("{short}", "ci")
-        .replace("{repo}", "app")
-        .replace("{name}", "acme+ci")
-}
+use crate::harness::{Backend, Gateway, served_endpoints};
 
 /// Every `` `METHOD /path` `` named in a heading of `docs/api.md`.
 fn documented_endpoints() -> BTreeSet<(String, String)> {
@@ -42,20 +30,7 @@ fn documented_endpoints() -> BTreeSet<(String, String)> {
 async fn every_route_is_documented_and_every_documented_endpoint_exists() {
     let gateway = Gateway::start(Backend::Sqlite).await;
     let documented = documented_endpoints();
-    let mut served = BTreeSet::new();
-    for (pattern, _) in routes() {
-        // A method no route allows: the 405 answer's `Allow` lists the route's methods.
-        let reply = send(gateway.client.request(
-            "TRACE".parse().unwrap(),
-            format!("{}{}", gateway.url, concrete(&pattern)),
-        ))
-        .await;
-        assert_eq!(reply.status, 405, "{pattern}: {}", reply.text);
-        let allow = reply.headers["allow"].to_str().unwrap().to_string();
-        for method in allow.split(',').map(str::trim).filter(|m| *m != "HEAD") {
-            served.insert((method.to_string(), pattern.clone()));
-        }
-    }
+    let served = served_endpoints(&gateway).await;
     assert!(served.len() > 20, "the router lists its routes: {served:?}");
     let undocumented: Vec<_> = served.difference(&documented).collect();
     assert!(

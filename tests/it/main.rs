@@ -3,19 +3,29 @@
 
 mod harness;
 
+mod action;
+mod ansible;
 mod authz;
 mod binary;
+mod credential_helper;
 mod deploy;
+mod discovery;
 mod docs;
 mod dry_run;
 mod exchange;
 mod federation;
+mod keys;
 mod listener;
+mod login;
 mod permissions;
 mod platforms;
 mod providers;
+mod quay;
 mod registry;
+mod registry_clients;
+mod registry_oauth;
 mod replicas;
 mod robots;
+mod rotation;
 mod trust;
 mod upgrades;

@@ -8,12 +8,14 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use crate::harness::issuer::Issuer;
-use crate::harness::registry::{Registry, oci_image, pulled_content, registry_cert, rotate_keys};
+use crate::harness::registry::{
+    Registry, Trust, keys_verb, oci_image, pulled_content, registry_cert,
+};
 use crate::harness::{Backend, Gateway, Reply, send};
 
 /// acme has robots `writer` (write on app), `reader` (read on app) and `stranger` (nothing),
 /// all federated with `issuer`'s GitHub-shaped tokens. Returns the admin token.
-async fn acme(gw: &Gateway, issuer: &Issuer) -> String {
+pub async fn acme(gw: &Gateway, issuer: &Issuer) -> String {
     let entries = json!([{
         "issuer": issuer.url, "subject": "repo:octo-org/octo-repo:*",
         "audiences": ["https://github.com/octo-org"],
@@ -51,7 +53,7 @@ async fn acme(gw: &Gateway, issuer: &Issuer) -> String {
     admin
 }
 
-async fn robot_token(gw: &Gateway, admin: &str, robot: &str) -> String {
+pub async fn robot_token(gw: &Gateway, admin: &str, robot: &str) -> String {
     let reply = gw
         .call(
             "GET",
@@ -63,7 +65,7 @@ async fn robot_token(gw: &Gateway, admin: &str, robot: &str) -> String {
     reply.json()["token"].as_str().unwrap().to_string()
 }
 
-async fn minted(gw: &Gateway, issuer: &Issuer, robot: &str) -> String {
+pub async fn minted(gw: &Gateway, issuer: &Issuer, robot: &str) -> String {
     let reply = gw
         .exchange(
             robot,
@@ -210,11 +212,23 @@ async fn registry_tokens_hold_only_what_roles_allow(backend: Backend) {
 
 crate::on_both_databases!(registry_tokens_hold_only_what_roles_allow);
 
-/// The end-to-end story with real programs.
+/// The end-to-end story with real programs, on a keys directory written before staged
+/// rotation (an upgrade): its key keeps working with the registry as it was configured, and
+/// a staged rotation moves the registry onto a key whose tokens carry `x5c`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_registry_and_skopeo_log_in_through_fedgate() {
     let issuer = Issuer::rsa().await;
     let gw = Gateway::trusting(Backend::Sqlite, &issuer, Arc::new(SystemClock), |_| {}).await;
+    // Keys from before staged rotation have no sidecar (activation time, certificate).
+    for entry in std::fs::read_dir(&gw.config.keys.dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    gw.state.reload_keyring().unwrap();
+    let legacy = gw.state.keyring().signing_key(SystemClock.unix()).clone();
+    assert!(legacy.stored_certificate().is_none(), "{legacy:?}");
     let admin = acme(&gw, &issuer).await;
     let mut registry = Registry::start(&gw, &registry_cert(&gw)).await;
     let work = tempfile::tempdir().unwrap();
@@ -318,18 +332,25 @@ async fn a_stock_registry_and_skopeo_log_in_through_fedgate() {
         "revoked token"
     );
 
-    // Key rotation: new bundle, registry restarted, pushes still work with a fresh token.
-    let before = gw.state.keyring().active().kid.clone();
-    rotate_keys(&gw);
+    // Key rotation, staged: the new key is in the bundle before it signs anything, so the old
+    // bundle keeps working until the registry is restarted with the new one, and the new key
+    // signs from its activation on.
+    let before = gw
+        .state
+        .keyring()
+        .signing_key(SystemClock.unix())
+        .kid
+        .clone();
+    keys_verb(&gw, "rotate");
     gw.state.reload_keyring().unwrap();
-    assert_ne!(gw.state.keyring().active().kid, before);
-    let bundle = registry_cert(&gw);
+    let ring = gw.state.keyring();
     assert_eq!(
-        bundle.matches("BEGIN CERTIFICATE").count(),
-        2,
-        "old and new key both published"
+        ring.signing_key(SystemClock.unix()).kid,
+        before,
+        "staged, not active"
     );
-    registry.restart(&gw, &bundle).await;
+    let staged = ring.published().last().unwrap().clone();
+    assert_ne!(staged.kid, before);
     let fresh = minted(&gw, &issuer, "acme+writer").await;
     registry
         .skopeo_copy(
@@ -338,5 +359,41 @@ async fn a_stock_registry_and_skopeo_log_in_through_fedgate() {
             "acme+writer",
             &fresh,
         )
-        .unwrap_or_else(|e| panic!("push after rotation: {e}\nregistry: {}", registry.log()));
+        .unwrap_or_else(|e| panic!("push while a key is staged: {e}"));
+    let bundle = registry_cert(&gw);
+    assert_eq!(
+        bundle.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "old and new key both published"
+    );
+    registry.restart(Trust::Bundle(bundle)).await;
+    let tokens_after_activation = gw.state.keyring();
+    let signer = tokens_after_activation.signing_key(staged.activates_at);
+    assert_eq!(
+        signer.kid, staged.kid,
+        "the staged key signs from its activation"
+    );
+    let registry_token = signer
+        .sign_registry_jwt(
+            &json!({
+                "iss": gw.url, "sub": "acme+writer", "aud": gw.config.registry_service(),
+                "exp": SystemClock.unix() + 300, "nbf": SystemClock.unix(), "iat": SystemClock.unix(),
+                "jti": "rotation", "access": [{"type": "repository", "name": "acme/app", "actions": ["pull"]}],
+            }),
+            true,
+        )
+        .unwrap();
+    let manifest = reqwest::Client::new()
+        .get(format!("http://{}/v2/acme/app/manifests/6", registry.addr))
+        .bearer_auth(&registry_token)
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        manifest.status(),
+        200,
+        "a token of the new key, after the restart: {}",
+        registry.log()
+    );
 }

@@ -13,7 +13,7 @@ use crate::harness::tls::TestCa;
 use crate::harness::{Reply, send};
 
 /// The environment every replica of one deployment shares.
-fn deployment(
+pub fn deployment(
     database_url: &str,
     redis_url: Option<&str>,
     issuer: &Issuer,
@@ -46,7 +46,7 @@ fn entries(issuer: &Issuer, subject: &str) -> Value {
     json!([{"issuer": issuer.url, "subject": subject, "audiences": ["https://github.com/octo-org"]}])
 }
 
-async fn call(url: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+pub async fn call(url: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
     let mut request = reqwest::Client::new()
         .request(method.parse().unwrap(), format!("{url}{path}"))
         .bearer_auth(token);
@@ -82,7 +82,7 @@ async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> O
 }
 
 /// Sets up org `acme` with robot `ci` federated for `subject`; returns the admin API token.
-async fn acme(env: &[(String, String)], replica: &Replica, issuer: &Issuer) -> String {
+pub async fn acme(env: &[(String, String)], replica: &Replica, issuer: &Issuer) -> String {
     let token = acme_admin(env);
     let created = call(
         &replica.url,

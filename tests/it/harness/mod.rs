@@ -1,13 +1,20 @@
 //! Test harness: a real gateway served over loopback HTTP, on SQLite or PostgreSQL.
 
+pub mod balancer;
+pub mod ci;
+pub mod containerd;
 pub mod issuer;
+pub mod platforms;
+pub mod podman;
 pub mod postgres;
+pub mod python;
 pub mod redis;
 pub mod replica;
 pub mod tls;
 
 pub mod registry;
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
@@ -17,6 +24,7 @@ use fedgate::clock::{Clock, SystemClock};
 use fedgate::config::Config;
 use fedgate::http::auth::Scope;
 use fedgate::http::listener::ServeOptions;
+use fedgate::http::router::routes;
 use fedgate::rng::{Rng, SystemRng};
 use fedgate::shutdown::{Shutdown, Stop};
 use fedgate::store::{OrgRole, Store};
@@ -67,6 +75,19 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a free port")
+}
+
+/// Runs a client tool (skopeo, podman) to completion: `Ok` on success, else its stderr.
+pub fn run_tool(cmd: &mut std::process::Command) -> Result<(), String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test installs it)"));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 pub fn random_suffix() -> String {
@@ -391,6 +412,37 @@ impl Gateway {
             .unwrap()
             .len()
     }
+}
+
+/// A concrete path for a route pattern (`{org}` → `acme`, ...), to ask the router about it.
+pub fn concrete(pattern: &str) -> String {
+    pattern
+        .replace("{org}", "acme")
+        .replace("{ns}", "acme")
+        .replace("{short}", "ci")
+        .replace("{repo}", "app")
+        .replace("{name}", "acme+ci")
+        .replace("{prefix}", "alice")
+}
+
+/// Every `(METHOD, path pattern)` the gateway's router serves, as the router itself answers
+/// it: for each pattern of the route table, a method no route allows gets a 405 whose `Allow`
+/// lists the route's methods (HEAD, which axum adds to GET, left out).
+pub async fn served_endpoints(gateway: &Gateway) -> BTreeSet<(String, String)> {
+    let mut served = BTreeSet::new();
+    for (pattern, _) in routes() {
+        let reply = send(gateway.client.request(
+            "TRACE".parse().unwrap(),
+            format!("{}{}", gateway.url, concrete(&pattern)),
+        ))
+        .await;
+        assert_eq!(reply.status, 405, "{pattern}: {}", reply.text);
+        let allow = reply.headers["allow"].to_str().unwrap().to_string();
+        for method in allow.split(',').map(str::trim).filter(|m| *m != "HEAD") {
+            served.insert((method.to_string(), pattern.clone()));
+        }
+    }
+    served
 }
 
 impl Drop for Gateway {

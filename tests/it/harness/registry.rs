@@ -1,24 +1,28 @@
-//! A real Docker registry (Debian's `docker-registry`, distribution 2.8) using fedgate as its
-//! token auth backend, and `skopeo` as the client. `.ci/run` installs both.
+//! Real Docker registries using fedgate as their token auth backend: Debian's
+//! `docker-registry` (distribution 2.8), and distribution 3.1.1 when it can be built (an
+//! optional test tool, see [`registry3`]); `skopeo` and `podman` as clients. `.ci/run`
+//! installs the Debian packages.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{Gateway, free_port};
+use super::{Gateway, free_port, run_tool};
 
 /// `fedgate keys registry-cert` for the gateway's keys directory.
 pub fn registry_cert(gw: &Gateway) -> String {
-    super::replica::admin(&keys_env(gw), &["keys", "registry-cert"]) + "\n"
+    keys_verb(gw, "registry-cert") + "\n"
 }
 
-/// `fedgate keys rotate` for the gateway's keys directory.
-pub fn rotate_keys(gw: &Gateway) {
-    super::replica::admin(&keys_env(gw), &["keys", "rotate"]);
+/// `fedgate keys <verb>` for the gateway's keys directory; its stdout.
+pub fn keys_verb(gw: &Gateway, verb: &str) -> String {
+    super::replica::admin(&keys_env(gw), &["keys", verb])
 }
 
 /// The environment that points the CLI at the gateway's keys and database.
-fn keys_env(gw: &Gateway) -> Vec<(String, String)> {
+pub fn keys_env(gw: &Gateway) -> Vec<(String, String)> {
     [
         ("FEDGATE_KEYS_DIR", gw.config.keys.dir.display().to_string()),
         (
@@ -35,51 +39,182 @@ fn keys_env(gw: &Gateway) -> Vec<(String, String)> {
     .collect()
 }
 
+/// Writes a line straight to the test process's stderr, past libtest's output capture, so
+/// that a skip shows in `cargo test`'s output even when the test passes.
+pub fn note(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// The registry binary of distribution 3.1.1, built once per test run by the optional tool
+/// `../shared/tools/build-registry3` next to the repository (about 75 s the first time, then
+/// cached under ~/.cache), or given as `FEDGATE_TEST_REGISTRY3=<path to a built registry>`.
+/// None when neither is there, or the variable is set but empty: the 3.1.1 tests then skip,
+/// saying so.
+pub fn registry3() -> Option<&'static Path> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // Set but empty: run without 3.1.1.
+            if let Some(path) = std::env::var_os("FEDGATE_TEST_REGISTRY3") {
+                return (!path.is_empty()).then(|| PathBuf::from(path));
+            }
+            let tool =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/build-registry3");
+            if !tool.exists() {
+                return None;
+            }
+            let out = Command::new(&tool).output().expect("run build-registry3");
+            assert!(
+                out.status.success(),
+                "{} failed: {}",
+                tool.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
+        })
+        .as_deref()
+}
+
+/// [`registry3`], or a note that `test` skipped its distribution 3.1.1 part.
+pub fn registry3_or_skip(test: &str) -> Option<&'static Path> {
+    let found = registry3();
+    if found.is_none() {
+        note(&format!(
+            "SKIPPED (distribution 3.1.1) {test}: no distribution 3.1.1 registry; set FEDGATE_TEST_REGISTRY3 to one, or provide ../shared/tools/build-registry3"
+        ));
+    }
+    found
+}
+
+/// Which registry program runs.
+#[derive(Debug, Clone)]
+pub enum Distribution {
+    /// Debian's `docker-registry` (distribution 2.8).
+    Debian2,
+    /// A distribution 3.x `registry` binary.
+    V3(PathBuf),
+}
+
+impl Distribution {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Distribution::Debian2 => "distribution 2.8",
+            Distribution::V3(_) => "distribution 3.1.1",
+        }
+    }
+}
+
+/// How the registry trusts fedgate's keys.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// `auth.token.rootcertbundle`: `fedgate keys registry-cert`.
+    Bundle(String),
+    /// `auth.token.jwks` (3.x): `fedgate keys registry-jwks`.
+    Jwks(String),
+}
+
+/// Where the registry sends clients for tokens and whose tokens it accepts.
+#[derive(Debug, Clone)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+}
+
+impl TokenAuth {
+    pub fn of(gw: &Gateway) -> Self {
+        Self {
+            realm: format!("{}/v2/auth", gw.url),
+            service: gw.config.registry_service(),
+            issuer: gw.url.clone(),
+        }
+    }
+}
+
 pub struct Registry {
     /// `127.0.0.1:<port>`
     pub addr: String,
+    pub distribution: Distribution,
+    auth: TokenAuth,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Registry {
-    /// Starts a registry that trusts the certificates in `bundle` and sends clients to `gw`.
+    /// Starts Debian's registry trusting the certificates in `bundle`, sending clients to `gw`.
     pub async fn start(gw: &Gateway, bundle: &str) -> Self {
+        Self::start_with(
+            Distribution::Debian2,
+            TokenAuth::of(gw),
+            Trust::Bundle(bundle.to_string()),
+        )
+        .await
+    }
+
+    pub async fn start_with(distribution: Distribution, auth: TokenAuth, trust: Trust) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut registry = Self {
             addr: format!("127.0.0.1:{}", free_port()),
+            distribution,
+            auth,
             dir,
             child: None,
         };
-        registry.restart(gw, bundle).await;
+        registry.restart(trust).await;
         registry
     }
 
-    /// (Re)starts with a new certificate bundle, keeping the stored images.
-    pub async fn restart(&mut self, gw: &Gateway, bundle: &str) {
+    /// (Re)starts with new trust (a new bundle after a rotation), keeping the stored images.
+    pub async fn restart(&mut self, trust: Trust) {
         self.stop();
-        let bundle_path = self.dir.path().join("bundle.pem");
-        std::fs::write(&bundle_path, bundle).unwrap();
         // The operator's configuration from deploy/, with this test's addresses and paths.
         let config_path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/registry/config.yml");
         let log = std::fs::File::create(self.dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
+        let mut command = match &self.distribution {
+            Distribution::Debian2 => Command::new("docker-registry"),
+            Distribution::V3(binary) => {
+                let mut command = Command::new(binary);
+                // No OpenTelemetry exporter trying to reach a collector.
+                command.env("OTEL_TRACES_EXPORTER", "none");
+                command
+            }
+        };
+        command
             .arg("serve")
             .arg(config_path)
-            .env("REGISTRY_LOG_LEVEL", "warn")
+            .env("REGISTRY_LOG_LEVEL", "info")
             .env("REGISTRY_HTTP_ADDR", &self.addr)
             .env(
                 "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
                 self.dir.path().join("storage"),
             )
-            .env("REGISTRY_AUTH_TOKEN_REALM", format!("{}/v2/auth", gw.url))
-            .env("REGISTRY_AUTH_TOKEN_SERVICE", gw.config.registry_service())
-            .env("REGISTRY_AUTH_TOKEN_ISSUER", &gw.url)
-            .env("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", &bundle_path)
+            .env("REGISTRY_AUTH_TOKEN_REALM", &self.auth.realm)
+            .env("REGISTRY_AUTH_TOKEN_SERVICE", &self.auth.service)
+            .env("REGISTRY_AUTH_TOKEN_ISSUER", &self.auth.issuer);
+        match trust {
+            Trust::Bundle(pem) => {
+                let path = self.dir.path().join("bundle.pem");
+                std::fs::write(&path, pem).unwrap();
+                command.env("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", path);
+            }
+            Trust::Jwks(jwks) => {
+                let path = self.dir.path().join("jwks.json");
+                std::fs::write(&path, jwks).unwrap();
+                command
+                    .env("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", "")
+                    .env("REGISTRY_AUTH_TOKEN_JWKS", path);
+            }
+        }
+        let child = command
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("docker-registry is installed (apt-get install docker-registry)");
+            .unwrap_or_else(|e| match &self.distribution {
+                Distribution::Debian2 => {
+                    panic!("docker-registry is installed (apt-get install docker-registry): {e}")
+                }
+                Distribution::V3(binary) => panic!("{}: {e}", binary.display()),
+            });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -89,7 +224,8 @@ impl Registry {
             }
             assert!(
                 Instant::now() < deadline,
-                "docker-registry did not start: {}",
+                "{} did not start: {}",
+                self.distribution.name(),
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -121,26 +257,49 @@ impl Registry {
         } else {
             ("--src-creds", "--src-tls-verify=false")
         };
-        let out = Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--retry-times",
-                "0",
-                tls,
-                flag,
-                &creds,
-                src,
-                dst,
-            ])
-            .env("HOME", self.dir.path())
-            .output()
-            .expect("skopeo is installed (apt-get install skopeo)");
-        if out.status.success() {
-            Ok(())
+        run_tool(
+            Command::new("skopeo")
+                .args([
+                    "--insecure-policy",
+                    "copy",
+                    "--retry-times",
+                    "0",
+                    tls,
+                    flag,
+                    &creds,
+                    src,
+                    dst,
+                ])
+                .env("HOME", self.dir.path()),
+        )
+    }
+
+    /// `skopeo copy` from `src` to `dst` with only `authfile` for credentials, and of the
+    /// environment only `env` (a credential helper's needs, such as PATH and HOME; HOME is an
+    /// empty directory unless `env` names one).
+    pub fn skopeo_copy_with_authfile(
+        &self,
+        src: &str,
+        dst: &str,
+        authfile: &Path,
+        env: &[(String, String)],
+    ) -> Result<(), String> {
+        let home = tempfile::tempdir().unwrap();
+        let (authfile_flag, tls) = if dst.starts_with("docker://") {
+            ("--dest-authfile", "--dest-tls-verify=false")
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+            ("--src-authfile", "--src-tls-verify=false")
+        };
+        run_tool(
+            Command::new("skopeo")
+                .args(["--insecure-policy", "copy", "--retry-times", "0", tls])
+                .arg(authfile_flag)
+                .arg(authfile)
+                .args([src, dst])
+                .env_clear()
+                .env("HOME", home.path())
+                .envs(env.iter().map(|(k, v)| (k, v))),
+        )
     }
 
     pub fn image(&self, repository: &str, tag: &str) -> String {
@@ -151,6 +310,113 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// `podman` with its own storage, configuration and credentials in a temporary directory (it
+/// runs no container here: login, pull, push and image commands need none).
+pub struct Podman {
+    dir: PathBuf,
+}
+
+impl Default for Podman {
+    fn default() -> Self {
+        // All lowercase: podman names an image pulled from an OCI layout after its path.
+        let dir = std::env::temp_dir().join(format!("fedgate-podman-{}", super::random_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // podman reads REGISTRY_AUTH_FILE even before the first login.
+        std::fs::write(dir.join("auth.json"), "{}").unwrap();
+        Self { dir }
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // vfs layers can be read-only; fall back to podman's own cleanup.
+        if std::fs::remove_dir_all(&self.dir).is_err() {
+            let _ = self.command(&["system", "reset", "--force"]).output();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Podman {
+    fn command(&self, args: &[&str]) -> Command {
+        let dir = self.dir.as_path();
+        let mut command = Command::new("podman");
+        command
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
+            .args(args)
+            .env("HOME", dir)
+            .env("XDG_RUNTIME_DIR", dir.join("run"))
+            .env("REGISTRY_AUTH_FILE", dir.join("auth.json"));
+        command
+    }
+
+    /// Runs `podman <args>`; stdout, or stderr as the error.
+    pub fn run(&self, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .command(args)
+            .output()
+            .expect("podman is installed (apt-get install podman)");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `podman login` to `registry` (plain HTTP) as `user`, the password on stdin.
+    pub fn login(&self, registry: &str, user: &str, password: &str) -> Result<(), String> {
+        use std::process::Stdio;
+        let mut child = self
+            .command(&[
+                "login",
+                "--tls-verify=false",
+                "--username",
+                user,
+                "--password-stdin",
+                registry,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("podman is installed (apt-get install podman)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Loads a one-layer image holding `content` (see [`oci_image`]); returns its image ID.
+    pub fn load_image(&self, content: &str) -> String {
+        let layout = oci_image(&self.dir.join("image"), content);
+        self.run(&["pull", "--quiet", &layout]).unwrap()
+    }
+
+    /// The image ID (config digest) of a local image.
+    pub fn image_id(&self, image: &str) -> Result<String, String> {
+        self.run(&["image", "inspect", "--format", "{{.Id}}", image])
     }
 }
 
