@@ -29,6 +29,12 @@ const MAX_ISSUERS: u64 = 10_000;
 #[async_trait]
 pub trait JwksSource: Send + Sync + 'static {
     async fn fetch(&self, issuer: &str) -> Result<KeySet, FetchError>;
+
+    /// Keys the source holds itself rather than fetches (static keys of `oidc::trust`, which
+    /// it re-reads when their file changes): served as they are, never cached or refetched.
+    fn local_keys(&self, _issuer: &str) -> Option<Arc<CachedKeys>> {
+        None
+    }
 }
 
 /// Discovery, then the JWKS it names.
@@ -68,7 +74,7 @@ pub struct CachedKeys {
 }
 
 impl CachedKeys {
-    fn new(keys: KeySet, now: i64) -> Self {
+    pub fn new(keys: KeySet, now: i64) -> Self {
         Self {
             keys,
             fetched_at: now,
@@ -171,6 +177,9 @@ impl KeyCache {
 
     /// The issuer's keys: cached, or fetched once for all concurrent callers.
     pub async fn keys(&self, issuer: &str) -> Result<Arc<CachedKeys>, Refusal> {
+        if let Some(local) = self.0.source.local_keys(issuer) {
+            return Ok(local);
+        }
         let now = self.0.clock.unix();
         if let Some(cached) = self.0.entries.get(issuer).await {
             let age = now - cached.fetched_at;
@@ -208,6 +217,9 @@ impl KeyCache {
         issuer: &str,
         seen: &Arc<CachedKeys>,
     ) -> Option<Arc<CachedKeys>> {
+        if let Some(local) = self.0.source.local_keys(issuer) {
+            return (!Arc::ptr_eq(&local, seen)).then_some(local);
+        }
         self.refetch(issuer, seen, self.0.clock.unix(), false).await
     }
 

@@ -7,12 +7,18 @@
 //! - [`policy`]: federation entries, `*` patterns and conditions → the entry that matched, or why none did.
 //! - [`keys`]: the per-issuer JWKS cache (single flight, kid refetch cooldown, stale-if-error).
 //! - [`discovery`], [`fetch`]: `.well-known/openid-configuration` and the one outbound client.
+//! - [`trust`]: per-issuer trust settings (static keys, `jwks_uri`, a CA, a bearer token,
+//!   private networks) and `{tenantid}` issuer templates: how one issuer's keys are found.
+//! - [`providers`]: presets (GitHub, GitLab, Kubernetes, Google) that expand into issuer,
+//!   subject and conditions, and pin immutable IDs.
 
 pub mod discovery;
 pub mod fetch;
 pub mod jws;
 pub mod keys;
 pub mod policy;
+pub mod providers;
+pub mod trust;
 pub mod verify;
 
 /// Why an identity token was refused, with the SPEC 7.1 code and a message for the caller.

@@ -4,7 +4,14 @@
 //! gateway trusts it through `federation.extra_ca_file`), counts its hits, can rotate keys, and
 //! can fail, stall or answer garbage. Tokens are signed with jsonwebtoken, an implementation
 //! independent of fedgate's own, from the claim sets in `tests/fixtures/claims/`.
+//!
+//! Besides its root issuer it can serve more issuers on the same host, as the platforms lay
+//! them out: other issuer paths (GitHub Enterprise Server's `/_services/token`, a GitLab under a
+//! relative URL), a Kubernetes API server's bearer-protected `/openid/v1/jwks` with no
+//! discovery document, and Azure's multi-tenant discovery naming `{tenantid}`. Its CA is its
+//! own, so a gateway may trust it for this issuer only (`[[federation.issuers]] ca_file`).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -124,6 +131,19 @@ struct Shared {
     mode: Mutex<Mode>,
     discovery_hits: AtomicUsize,
     jwks_hits: AtomicUsize,
+    /// Paths served besides the root issuer's (see [`Issuer::serve_issuer`] and friends).
+    extra: Mutex<HashMap<String, Extra>>,
+    /// Requests for a bearer-protected JWKS without the right bearer.
+    unauthorized: AtomicUsize,
+}
+
+/// What the issuer answers at one more path.
+#[derive(Debug, Clone)]
+enum Extra {
+    /// A discovery document naming this issuer and key URL.
+    Discovery { issuer: String, jwks_uri: String },
+    /// The published keys; only to `Authorization: Bearer <bearer>` when one is set.
+    Jwks { bearer: Option<String> },
 }
 
 pub struct Issuer {
@@ -151,10 +171,13 @@ impl Issuer {
             mode: Mutex::new(Mode::Normal),
             discovery_hits: AtomicUsize::new(0),
             jwks_hits: AtomicUsize::new(0),
+            extra: Mutex::new(HashMap::new()),
+            unauthorized: AtomicUsize::new(0),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
+            .route("/{*path}", get(extra))
             .with_state(shared.clone());
         let options = ServeOptions {
             tls: Some(listener::load_tls(&cert_path, &key_path).unwrap()),
@@ -187,6 +210,11 @@ impl Issuer {
         *self.shared.keys.lock().unwrap() = keys;
     }
 
+    /// The published keys as a JWKS document (static keys for `[[federation.issuers]]`).
+    pub fn jwks_document(&self) -> Value {
+        self.shared.jwks_document()
+    }
+
     pub fn key(&self, index: usize) -> TestKey {
         self.shared.keys.lock().unwrap()[index].clone()
     }
@@ -197,6 +225,70 @@ impl Issuer {
 
     pub fn jwks_hits(&self) -> usize {
         self.shared.jwks_hits.load(Ordering::SeqCst)
+    }
+
+    /// Serves another issuer on this host at `path` (e.g. `/_services/token`; two segments or
+    /// more): its discovery document and `<path>/jwks` with this issuer's keys. Returns the
+    /// issuer identifier, `<url><path>`.
+    pub fn serve_issuer(&self, path: &str) -> String {
+        let issuer = format!("{}{path}", self.url);
+        self.serve(
+            &format!("{path}/.well-known/openid-configuration"),
+            Extra::Discovery {
+                issuer: issuer.clone(),
+                jwks_uri: format!("{issuer}/jwks"),
+            },
+        );
+        self.serve(&format!("{path}/jwks"), Extra::Jwks { bearer: None });
+        issuer
+    }
+
+    /// Serves the keys at `path` only to `Authorization: Bearer <bearer>`, as a Kubernetes API
+    /// server serves `/openid/v1/jwks`, with no discovery document. Returns the keys' URL.
+    pub fn serve_protected_jwks(&self, path: &str, bearer: &str) -> String {
+        self.serve(
+            path,
+            Extra::Jwks {
+                bearer: Some(bearer.to_string()),
+            },
+        );
+        format!("{}{path}", self.url)
+    }
+
+    /// Serves Azure's multi-tenant discovery: `/common/v2.0/.well-known/openid-configuration`
+    /// names the issuer `<url>/{tenantid}/v2.0` and keys at `/common/discovery/v2.0/keys`.
+    /// Returns the template.
+    pub fn serve_tenant_template(&self) -> String {
+        let template = format!("{}/{{tenantid}}/v2.0", self.url);
+        self.serve(
+            "/common/v2.0/.well-known/openid-configuration",
+            Extra::Discovery {
+                issuer: template.clone(),
+                jwks_uri: format!("{}/common/discovery/v2.0/keys", self.url),
+            },
+        );
+        self.serve("/common/discovery/v2.0/keys", Extra::Jwks { bearer: None });
+        template
+    }
+
+    fn serve(&self, path: &str, what: Extra) {
+        self.shared
+            .extra
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), what);
+    }
+
+    /// Requests for a bearer-protected JWKS that lacked the right bearer.
+    pub fn unauthorized_hits(&self) -> usize {
+        self.shared.unauthorized.load(Ordering::SeqCst)
+    }
+
+    /// Claims shaped like `fixture`, as [`claims`](Self::claims), naming `iss` as their issuer.
+    pub fn claims_as(&self, fixture: &str, iss: &str, now: i64) -> Value {
+        let mut claims = self.claims(fixture, now);
+        claims["iss"] = json!(iss);
+        claims
     }
 
     /// Claims shaped like `fixture` (a file of `tests/fixtures/claims/`), issued by this
@@ -265,17 +357,55 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
+/// The paths of [`Extra`]; anything else is 404.
+async fn extra(
+    State(shared): State<Arc<Shared>>,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+) -> Response {
+    let what = shared.extra.lock().unwrap().get(uri.path()).cloned();
+    match what {
+        None => http::StatusCode::NOT_FOUND.into_response(),
+        Some(Extra::Discovery { issuer, jwks_uri }) => {
+            shared.discovery_hits.fetch_add(1, Ordering::SeqCst);
+            if let Some(response) = misbehave(&shared).await {
+                return response;
+            }
+            axum::Json(json!({"issuer": issuer, "jwks_uri": jwks_uri,
+                              "id_token_signing_alg_values_supported": ["RS256", "ES256"]}))
+            .into_response()
+        }
+        Some(Extra::Jwks {
+            bearer: Some(bearer),
+        }) if headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            != Some(format!("Bearer {bearer}").as_str()) =>
+        {
+            shared.unauthorized.fetch_add(1, Ordering::SeqCst);
+            http::StatusCode::UNAUTHORIZED.into_response()
+        }
+        Some(Extra::Jwks { .. }) => jwks(State(shared)).await,
+    }
+}
+
+impl Shared {
+    fn jwks_document(&self) -> Value {
+        let keys: Vec<Value> = self
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|k| k.jwk.clone())
+            .collect();
+        json!({ "keys": keys })
+    }
+}
+
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     shared.jwks_hits.fetch_add(1, Ordering::SeqCst);
     if let Some(response) = misbehave(&shared).await {
         return response;
     }
-    let keys: Vec<Value> = shared
-        .keys
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|k| k.jwk.clone())
-        .collect();
-    axum::Json(json!({ "keys": keys })).into_response()
+    axum::Json(shared.jwks_document()).into_response()
 }
