@@ -246,6 +246,7 @@ fn benches(c: &mut Criterion) {
             conditions: [("repository_owner_id".to_string(), "123456".to_string())]
                 .into_iter()
                 .collect(),
+            preset: None,
         })
         .collect();
     entries.push(FederationEntry {
@@ -258,6 +259,7 @@ fn benches(c: &mut Criterion) {
         ]
         .into_iter()
         .collect(),
+        preset: None,
     });
     let compact = fedgate::oidc::jws::decode(&token).unwrap();
     let claims = fedgate::oidc::verify::claims(compact.payload).unwrap();

@@ -49,6 +49,7 @@ fn benches(c: &mut Criterion) {
             subject: format!("*{}b{i}", "a".repeat(1017)).into(),
             audiences: ["https://github.com/octo-org".into()].into(),
             conditions: Default::default(),
+            preset: None,
         })
         .collect();
     let claims = fedgate::oidc::verify::claims(

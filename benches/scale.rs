@@ -77,6 +77,7 @@ fn gateway(
                 conditions: [("repository_owner_id".to_string(), "123456".to_string())]
                     .into_iter()
                     .collect(),
+                preset: None,
             };
             state
                 .store

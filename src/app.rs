@@ -8,8 +8,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::client_ip::TrustedProxies;
 use crate::metrics::Metrics;
-use crate::oidc::fetch::Fetcher;
-use crate::oidc::keys::{HttpJwksSource, JwksSource, KeyCache, KeyCacheSettings};
+use crate::oidc::keys::{JwksSource, KeyCache, KeyCacheSettings};
+use crate::oidc::trust::TrustedSource;
 use crate::rng::{Rng, SystemRng};
 use crate::robot_cache::RobotCache;
 use crate::shared::Shared;
@@ -101,14 +101,9 @@ impl AppState {
         clock: Arc<dyn Clock>,
         rng: Arc<dyn Rng>,
     ) -> Result<Self, OpenError> {
-        let fetcher = Fetcher::new(&config.federation).map_err(OpenError::Fetcher)?;
-        Self::with_jwks_source(
-            config,
-            store,
-            clock,
-            rng,
-            Arc::new(HttpJwksSource { fetcher }),
-        )
+        // Discovery over the one outbound client, or what `[[federation.issuers]]` says.
+        let source = TrustedSource::new(&config.federation).map_err(OpenError::Fetcher)?;
+        Self::with_jwks_source(config, store, clock, rng, Arc::new(source))
     }
 
     /// As [`with_parts`](Self::with_parts), with identity issuers' keys from `source` instead

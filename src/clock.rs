@@ -48,16 +48,24 @@ impl Clock for ManualClock {
     }
 }
 
+const QUAY_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] -0000"
+);
+
 /// Formats a Unix timestamp as Quay writes dates: RFC 2822 with `-0000`,
 /// e.g. `Fri, 10 May 2024 15:11:00 -0000`.
 pub fn quay_date(unix: i64) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] -0000"
-    );
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(FORMAT).ok())
+        .and_then(|t| t.format(QUAY_DATE).ok())
         .unwrap_or_default()
+}
+
+/// Reads back a date [`quay_date`] wrote.
+pub fn parse_quay_date(date: &str) -> Option<i64> {
+    time::PrimitiveDateTime::parse(date, QUAY_DATE)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
 }
 
 /// Formats a Unix timestamp as RFC 3339 in UTC, e.g. `2024-05-10T15:11:00Z` (token
@@ -80,6 +88,11 @@ mod tests {
     fn dates_are_written_as_quay_writes_them() {
         assert_eq!(quay_date(1_715_353_860), "Fri, 10 May 2024 15:11:00 -0000");
         assert_eq!(quay_date(0), "Thu, 01 Jan 1970 00:00:00 -0000");
+        assert_eq!(
+            parse_quay_date(&quay_date(1_715_353_860)),
+            Some(1_715_353_860)
+        );
+        assert_eq!(parse_quay_date("yesterday"), None);
         assert_eq!(rfc3339(1_715_353_860), "2024-05-10T15:11:00Z");
     }
 

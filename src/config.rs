@@ -15,6 +15,9 @@ use crate::http::client_ip::{Cidr, ForwardedHeader, TrustedProxies};
 const ENV_PREFIX: &str = "FEDGATE_";
 /// The one `FEDGATE_*` variable that is not a key override: the config file path.
 pub const ENV_CONFIG_PATH: &str = "FEDGATE_CONFIG";
+/// Keys that are arrays of tables (`[[federation.issuers]]`): they have no `FEDGATE_*` form
+/// and are set in the file only.
+pub const FILE_ONLY_KEYS: [(&str, &str); 1] = [("federation", "issuers")];
 /// The client's variables (`fedgate login`, docs/login.md). A CI job that sets them may also
 /// run the gateway, so the loader skips them; no configuration section may be named `login`.
 const CLIENT_ENV_PREFIX: &str = "FEDGATE_LOGIN_";
@@ -163,6 +166,9 @@ pub struct Federation {
     pub max_document_bytes: usize,
     pub jwks_refresh_cooldown_seconds: u64,
     pub jwks_max_stale_seconds: u64,
+    /// Per-issuer trust settings, `[[federation.issuers]]` (file only; `oidc::trust`).
+    /// Last, so that TOML writes it after the plain keys.
+    pub issuers: Vec<crate::oidc::trust::IssuerTrust>,
 }
 
 impl Default for Federation {
@@ -181,6 +187,7 @@ impl Default for Federation {
             max_document_bytes: 65536,
             jwks_refresh_cooldown_seconds: 30,
             jwks_max_stale_seconds: 86400,
+            issuers: Vec::new(),
         }
     }
 }
@@ -387,6 +394,8 @@ impl Config {
                 )));
             }
         }
+        crate::oidc::trust::check_settings(&f.issuers, f.allow_http_issuers)
+            .map_err(ConfigError::new)?;
         if f.audiences.iter().any(|a| a.is_empty()) {
             return Err(ConfigError::new(
                 "federation.audiences may not contain an empty string",
@@ -515,7 +524,8 @@ fn name_the_key(text: &str, err: &toml::de::Error) -> String {
     let section = before
         .lines()
         .rev()
-        .find_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'));
+        .find_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'))
+        .map(|section| section.trim_matches(['[', ']'])); // `[[array.of.tables]]`
     match section {
         Some(section) => format!("{section}.{}: {message}", key.trim()),
         None => format!("{}: {message}", key.trim()),
@@ -548,6 +558,11 @@ fn apply_env(
         let rest = name[ENV_PREFIX.len()..].to_ascii_lowercase();
         let unknown = || ConfigError::new(format!("{name}: no such configuration key"));
         let (section, key) = rest.split_once('_').ok_or_else(unknown)?;
+        if FILE_ONLY_KEYS.contains(&(section, key)) {
+            return Err(ConfigError::new(format!(
+                "{name}: [[{section}.{key}]] is a list of tables, set in the configuration file only"
+            )));
+        }
         let default = defaults
             .get(section)
             .and_then(|s| s.as_table())
@@ -737,6 +752,59 @@ mod tests {
             let c = Config::from_toml(ok).unwrap();
             assert!(c.warnings().is_empty(), "{ok:?}: {:?}", c.warnings());
         }
+    }
+
+    #[test]
+    fn issuer_settings_are_file_only_tables() {
+        let c = Config::from_toml(
+            r#"
+[federation]
+leeway_seconds = 5
+
+[[federation.issuers]]
+issuer = "https://kubernetes.default.svc.cluster.local"
+jwks_uri = "https://10.0.0.1:6443/openid/v1/jwks"
+bearer_token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+ca_file = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+allow_private_network = true
+
+[[federation.issuers]]
+issuer = "https://login.microsoftonline.com/{tenantid}/v2.0"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.federation.issuers.len(), 2);
+        assert!(c.federation.issuers[0].allow_private_network);
+        // The environment may still override the section's scalar keys around the tables.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
+        let again = Config::load(
+            Some(&path),
+            env(&[("FEDGATE_FEDERATION_LEEWAY_SECONDS", "7")]),
+        )
+        .unwrap();
+        assert_eq!(again.federation.leeway_seconds, 7);
+        assert_eq!(again.federation.issuers, c.federation.issuers);
+        let err = Config::load(Some(&path), env(&[("FEDGATE_FEDERATION_ISSUERS", "[]")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("configuration file only"), "{err}");
+        let err = Config::from_toml(
+            "[[federation.issuers]]\nissuer = \"https://k\"\njwks_url = \"https://k/j\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("federation.issuers") && err.contains("jwks_url"),
+            "{err}"
+        );
+        let err = Config::from_toml(
+            "[[federation.issuers]]\nissuer = \"https://k\"\nbearer_token_file = \"/t\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("federation.issuers[0]"), "{err}");
     }
 
     #[test]

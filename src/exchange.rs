@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::oidc::jws;
-use crate::oidc::policy::matching_entry;
+use crate::oidc::policy::{FederationEntry, matching_entry};
+use crate::oidc::trust::issuer_accepts;
 use crate::oidc::verify::{self, Claims};
 use crate::oidc::{Refusal, RefusalCode, issuer_allowed, same_issuer};
 use crate::robot_cache::RobotPolicy;
@@ -170,24 +171,7 @@ async fn run(
     audit: &mut Audit,
 ) -> Result<Minted, ExchangeError> {
     let config = &state.config;
-    let policy = state
-        .robots
-        .get(
-            state.store.as_ref(),
-            state.shared.notices_live(),
-            robot_name,
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "robot lookup failed");
-            ExchangeError::Unavailable
-        })?
-        .ok_or_else(|| {
-            refuse(
-                RefusalCode::UnknownRobot,
-                format!("no robot named {robot_name:?}"),
-            )
-        })?;
+    let policy = robot_policy(state, robot_name).await?;
     if policy.entries.is_empty() {
         return Err(refuse(
             RefusalCode::NoFederation,
@@ -195,73 +179,28 @@ async fn run(
         ));
     }
 
-    let mut compact = jws::decode(jwt).map_err(|e| refuse(RefusalCode::MalformedToken, e.0))?;
-    let claims = verify::claims(std::mem::take(&mut compact.payload))?;
+    let (compact, claims) = decode(jwt)?;
     audit.issuer = Some(claims.iss.clone());
     audit.subject = Some(claims.sub.clone());
     audit.jti = claims.jti.clone();
 
-    // Step 1: the issuer must be configured for this robot, and allowed, before any network I/O.
-    if !policy
-        .entries
-        .iter()
-        .any(|e| same_issuer(&e.issuer, &claims.iss))
-    {
-        return Err(refuse(
-            RefusalCode::IssuerNotConfigured,
-            format!(
-                "robot {robot_name} has no federation entry for issuer {:?}",
-                claims.iss
-            ),
-        ));
-    }
-    if !issuer_allowed(&config.federation.allowed_issuers, &claims.iss) {
-        return Err(refuse(
-            RefusalCode::IssuerNotAllowed,
-            format!("issuer {:?} is not allowed by this gateway", claims.iss),
-        ));
-    }
-    let alg = verify::algorithm(&compact)?;
+    // Steps 1-5: issuer, keys, signature, time.
+    check_identity(state, robot_name, &policy.entries, &compact, &claims).await?;
 
-    // Steps 2-4: keys (cached), signature, with one refetch per cooldown for an unknown kid.
-    let keys = state.key_cache.keys(&claims.iss).await?;
-    match verify::signature(&compact, alg, &keys.keys) {
-        Ok(()) => {}
-        Err(Some(refusal)) => return Err(refusal.into()),
-        Err(None) => {
-            let unknown = || {
-                refuse(
-                    RefusalCode::UnknownKey,
-                    format!(
-                        "issuer {:?} publishes no key with the token's kid {:?}",
-                        claims.iss,
-                        compact.header.kid.as_deref().unwrap_or("")
-                    ),
-                )
-            };
-            let fresh = state
-                .key_cache
-                .refetch_for_unknown_kid(&claims.iss, &keys)
-                .await
-                .ok_or_else(unknown)?;
-            match verify::signature(&compact, alg, &fresh.keys) {
-                Ok(()) => {}
-                Err(Some(refusal)) => return Err(refusal.into()),
-                Err(None) => return Err(unknown()),
-            }
-        }
-    }
-
-    // Step 5-6: time, audience, subject, conditions.
+    // Step 6: audience, subject, conditions.
     let now = state.clock.unix();
     let leeway = config.federation.leeway_seconds as i64;
-    verify::times(&claims, now, leeway)?;
-    matching_entry(
+    let matched = matching_entry(
         &policy.entries,
         &claims,
         &state.default_audiences,
         robot_name,
     )?;
+    let matched = policy
+        .entries
+        .iter()
+        .position(|e| std::ptr::eq(e, matched))
+        .unwrap_or_default();
 
     // The robot's quota counts only identities it trusts, so nobody else can use it up
     // (garbage and other tenants' tokens count against their sender's address instead).
@@ -290,21 +229,138 @@ async fn run(
         .await
         .map_err(unavailable)?;
 
+    // Immutable IDs a preset entry waits for are recorded now (without revoking anything).
+    let policy =
+        crate::pinning::record_first_use(state, robot_name, policy, matched, &claims).await?;
+
     // Step 8: mint.
     mint(state, robot_name, &policy, &claims, now)
+}
+
+/// The robot's policy (cached), or why the exchange cannot go on without it.
+pub(crate) async fn robot_policy(
+    state: &AppState,
+    robot_name: &str,
+) -> Result<Arc<RobotPolicy>, ExchangeError> {
+    state
+        .robots
+        .get(
+            state.store.as_ref(),
+            state.shared.notices_live(),
+            robot_name,
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "robot lookup failed");
+            ExchangeError::Unavailable
+        })?
+        .ok_or_else(|| {
+            refuse(
+                RefusalCode::UnknownRobot,
+                format!("no robot named {robot_name:?}"),
+            )
+        })
+}
+
+/// Reads an identity token's compact form and claims, unverified. The exchange and the
+/// admin dry run (`api::federation_test`) both start here.
+pub fn decode(jwt: &str) -> Result<(jws::Compact<'_>, Claims), Refusal> {
+    let mut compact =
+        jws::decode(jwt).map_err(|e| Refusal::new(RefusalCode::MalformedToken, e.0))?;
+    let claims = verify::claims(std::mem::take(&mut compact.payload))?;
+    Ok((compact, claims))
+}
+
+/// The checks of the token itself against a robot's `entries` (SPEC 7.3 steps 1-5): an entry
+/// for its issuer and the issuer allowed, before any network I/O; then the algorithm, the
+/// issuer's keys (cached, one refetch per cooldown for an unknown kid), the signature, and
+/// the time claims. The exchange and the admin dry run both decide through this.
+pub async fn check_identity(
+    state: &AppState,
+    robot_name: &str,
+    entries: &[FederationEntry],
+    compact: &jws::Compact<'_>,
+    claims: &Claims,
+) -> Result<(), Refusal> {
+    let config = &state.config;
+    // The issuer whose keys verify the token: its own, or the `{tenantid}` template of an
+    // entry that accepts it (one key set for every tenant: `oidc::trust`).
+    let key_issuer = if entries.iter().any(|e| same_issuer(&e.issuer, &claims.iss)) {
+        Some(claims.iss.as_str())
+    } else {
+        entries
+            .iter()
+            .find(|e| issuer_accepts(&e.issuer, claims))
+            .map(|e| &*e.issuer)
+    };
+    let Some(key_issuer) = key_issuer else {
+        return Err(Refusal::new(
+            RefusalCode::IssuerNotConfigured,
+            format!(
+                "robot {robot_name} has no federation entry for issuer {:?}",
+                claims.iss
+            ),
+        ));
+    };
+    if !issuer_allowed(&config.federation.allowed_issuers, key_issuer) {
+        return Err(Refusal::new(
+            RefusalCode::IssuerNotAllowed,
+            format!("issuer {:?} is not allowed by this gateway", claims.iss),
+        ));
+    }
+    let alg = verify::algorithm(compact)?;
+
+    let keys = state.key_cache.keys(key_issuer).await?;
+    match verify::signature(compact, alg, &keys.keys) {
+        Ok(()) => {}
+        Err(Some(refusal)) => return Err(refusal),
+        Err(None) => {
+            let unknown = || {
+                Refusal::new(
+                    RefusalCode::UnknownKey,
+                    format!(
+                        "issuer {:?} publishes no key with the token's kid {:?}",
+                        claims.iss,
+                        compact.header.kid.as_deref().unwrap_or("")
+                    ),
+                )
+            };
+            let fresh = state
+                .key_cache
+                .refetch_for_unknown_kid(key_issuer, &keys)
+                .await
+                .ok_or_else(unknown)?;
+            match verify::signature(compact, alg, &fresh.keys) {
+                Ok(()) => {}
+                Err(Some(refusal)) => return Err(refusal),
+                Err(None) => return Err(unknown()),
+            }
+        }
+    }
+    verify::times(
+        claims,
+        state.clock.unix(),
+        config.federation.leeway_seconds as i64,
+    )
+}
+
+/// `federation.require_jti`: a token without `jti` cannot be tracked for replays.
+pub fn check_jti(state: &AppState, claims: &Claims) -> Result<(), Refusal> {
+    if claims.jti.is_none() && state.config.federation.require_jti {
+        return Err(Refusal::new(
+            RefusalCode::MalformedToken,
+            "the token has no jti, which this gateway requires",
+        ));
+    }
+    Ok(())
 }
 
 /// A `(iss, jti)` pair is accepted once while the token can be valid: until `exp + leeway`,
 /// the same leeway the time checks allow, so a replay can never outlive its record.
 async fn replay_check(state: &AppState, claims: &Claims, leeway: i64) -> Result<(), ExchangeError> {
     let federation = &state.config.federation;
+    check_jti(state, claims)?;
     let Some(jti) = &claims.jti else {
-        if federation.require_jti {
-            return Err(refuse(
-                RefusalCode::MalformedToken,
-                "the token has no jti, which this gateway requires",
-            ));
-        }
         return Ok(());
     };
     if !federation.replay_protection {

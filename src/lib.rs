@@ -5,7 +5,8 @@
 //! - [`config`]: typed configuration from TOML plus `FEDGATE_<SECTION>_<KEY>`, validated once.
 //! - [`http`]: the hyper listener (TLS, timeouts, connection cap, graceful shutdown), the router,
 //!   error bodies and the admin-API authentication.
-//! - [`api`]: one file per resource: robots, repository permissions, health.
+//! - [`api`]: one file per resource: robots, repository permissions, federation entries and
+//!   their dry run, the exchange, health.
 //! - [`exchange`]: the token exchange; [`robot_cache`]: robots' policies in memory, bounded in
 //!   bytes.
 //! - [`tokens`]: secrets fedgate creates: opaque tokens (prefix + checksum) and their at-rest
@@ -18,6 +19,7 @@
 //!   [`shutdown`]: SIGTERM drains, SIGINT stops now.
 //! - [`audit`]: one audit line per admin change; [`logging`]: text or JSON logs.
 //! - [`names`]: the naming rules of robots, namespaces and repositories.
+//! - [`exchange`]: the token exchange; [`pinning`]: immutable IDs recorded on first use.
 //! - [`wire`]: the exchange's paths and JSON bodies, one definition for the gateway and clients.
 //! - [`cli`]: the verbs of the `fedgate` binary; [`admin`]: operations it shares with tests.
 //! - [`client`]: the other side of the exchange, `fedgate login` and the Docker credential
@@ -53,6 +55,8 @@ pub mod metrics;
 pub mod names;
 #[cfg(feature = "server")]
 pub mod oidc;
+#[cfg(feature = "server")]
+pub mod pinning;
 #[cfg(feature = "server")]
 pub mod rng;
 #[cfg(feature = "server")]

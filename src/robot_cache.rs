@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::names;
-use crate::oidc::policy::{FederationEntry, Interner};
+use crate::oidc::policy::{Accepted, FederationEntry, Interner};
+use crate::oidc::providers::Preset;
 use crate::store::{Store, StoreError};
 
 /// How long a robot's federation policy may be served from memory without a change
@@ -47,8 +48,16 @@ impl RobotPolicy {
             for audience in &entry.audiences {
                 bytes += size_of::<Arc<str>>() + audience.len() + 16 + ALLOCATION;
             }
-            for (claim, pattern) in entry.conditions.iter() {
-                bytes += 2 * 16 + (claim.len() + 16 + ALLOCATION) + (pattern.len() + ALLOCATION);
+            for (claim, accepted) in entry.conditions.iter() {
+                bytes += size_of::<(Arc<str>, Accepted)>() + claim.len() + 16 + ALLOCATION;
+                for pattern in accepted.patterns() {
+                    bytes += 16 + pattern.len() + ALLOCATION;
+                }
+            }
+            if let Some(preset) = &entry.preset {
+                // A JSON map costs a few times its text; presets are rare and small.
+                let text = serde_json::to_vec(&preset.fields).map_or(0, |t| t.len());
+                bytes += size_of::<Preset>() + 3 * text + ALLOCATION;
             }
         }
         bytes as u64

@@ -1,5 +1,7 @@
 //! A robot's federation entries (SPEC 6), Quay's `.../robots/{short}/federation`:
 //! GET the list, POST a new whole list, DELETE it. Any change revokes the robot's minted tokens.
+//! An entry may name a provider preset instead of raw claims (`oidc::providers`): it is
+//! expanded here, and shown expanded, with its fields and pins, by GET.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,8 +13,8 @@ use crate::audit;
 use crate::http::auth::Caller;
 use crate::http::error::{AdminErrors, ApiError};
 use crate::http::extract::{JsonBody, PathParams};
-use crate::oidc::policy::FederationEntry;
-use crate::oidc::{check_issuer_url, issuer_allowed, same_issuer};
+use crate::oidc::policy::{Accepted, FederationEntry};
+use crate::oidc::{issuer_allowed, providers, same_issuer, trust};
 use crate::store::{Robot, StoreError};
 
 use super::robots::{RobotPath, administered_robot, random_i64};
@@ -35,6 +37,8 @@ const MAX_CLAIM_NAME_BYTES: usize = 128;
 const MAX_LIST_BYTES: usize = 64 * 1024;
 
 const MISSING_FIELDS: &str = "Missing one or more required fields (issuer, subject)";
+const CONDITIONS_SHAPE: &str = "conditions must map claim names to string patterns of at most \
+     1024 bytes, or to lists of 1 to 20 of them";
 
 fn text_field<'a>(
     item: &'a serde_json::Map<String, Value>,
@@ -84,13 +88,20 @@ fn parse_entries(state: &AppState, body: &Value) -> Result<Vec<FederationEntry>,
         let item = item
             .as_object()
             .ok_or_else(|| ApiError::bad_request(MISSING_FIELDS))?;
+        let (expanded, preset) = match providers::expand_entry(item) {
+            Ok(Some((expanded, preset))) => (Some(expanded), Some(Box::new(preset))),
+            Ok(None) => (None, None),
+            Err(message) => return Err(ApiError::bad_request(message)),
+        };
+        let item = expanded.as_ref().unwrap_or(item);
         let (Some(issuer), Some(subject)) = (
             text_field(item, "issuer", MAX_ISSUER_BYTES)?,
             text_field(item, "subject", MAX_PATTERN_BYTES)?,
         ) else {
             return Err(ApiError::bad_request(MISSING_FIELDS));
         };
-        check_issuer_url(issuer, federation.allow_http_issuers).map_err(ApiError::bad_request)?;
+        trust::check_issuer(issuer, federation.allow_http_issuers)
+            .map_err(ApiError::bad_request)?;
         if !issuer_allowed(&federation.allowed_issuers, issuer) {
             return Err(ApiError::bad_request(
                 "Issuer is not allowed by this gateway",
@@ -114,11 +125,6 @@ fn parse_entries(state: &AppState, body: &Value) -> Result<Vec<FederationEntry>,
                 .ok_or_else(audiences_error)?,
             Some(_) => return Err(audiences_error()),
         };
-        let conditions_error = || {
-            ApiError::bad_request(format!(
-                "conditions must map claim names to string patterns of at most {MAX_PATTERN_BYTES} bytes"
-            ))
-        };
         let conditions = match item.get("conditions") {
             None | Some(Value::Null) => Default::default(),
             Some(Value::Object(map)) => {
@@ -126,23 +132,22 @@ fn parse_entries(state: &AppState, body: &Value) -> Result<Vec<FederationEntry>,
                     check_claim_name(claim)?;
                 }
                 map.iter()
-                    .map(|(claim, pattern)| {
-                        pattern
-                            .as_str()
-                            .filter(|p| p.len() <= MAX_PATTERN_BYTES)
-                            .map(|p| (claim.clone(), p.to_string()))
+                    .map(|(claim, accepted)| {
+                        Accepted::from_json(accepted, MAX_PATTERN_BYTES).map(|a| (claim.clone(), a))
                     })
                     .collect::<Option<_>>()
-                    .ok_or_else(conditions_error)?
+                    .ok_or_else(|| ApiError::bad_request(CONDITIONS_SHAPE))?
             }
-            Some(_) => return Err(conditions_error()),
+            Some(_) => return Err(ApiError::bad_request(CONDITIONS_SHAPE)),
         };
         let entry = FederationEntry {
             issuer: issuer.into(),
             subject: subject.into(),
             audiences,
             conditions,
+            preset,
         };
+        providers::check_entry(&entry).map_err(ApiError::bad_request)?;
         if entry.audiences.len() > MAX_AUDIENCES || entry.conditions.len() > MAX_CONDITIONS {
             return Err(ApiError::bad_request(format!(
                 "An entry may have at most {MAX_AUDIENCES} audiences and {MAX_CONDITIONS} conditions"
@@ -192,9 +197,14 @@ async fn replace(
     Ok(())
 }
 
+/// The list as GET and POST answer it: presets shown with their fields and pins.
+fn views(entries: &[FederationEntry]) -> Json<Vec<Value>> {
+    Json(entries.iter().map(providers::view).collect())
+}
+
 /// Get a robot's federation entries
 ///
-/// `[]` if it has none.
+/// `[]` if it has none. A preset entry is shown expanded, with its fields and pinned IDs.
 #[utoipa::path(
     get,
     path = "/api/v1/organization/{org}/robots/{short}/federation",
@@ -208,15 +218,16 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: PathParams,
-) -> Result<Json<Vec<FederationEntry>>, ApiError> {
+) -> Result<Json<Vec<Value>>, ApiError> {
     let robot = administered_robot(&state, &caller, &params).await?;
-    Ok(Json(state.store.federation(robot.id).await?))
+    Ok(views(&state.store.federation(robot.id).await?))
 }
 
 /// Replace a robot's federation entries
 ///
 /// The body is the whole new list (at most 50 entries; `[]` clears it); unknown keys are
-/// dropped. Tokens minted under the old list stop working.
+/// dropped. An entry may name a provider preset (`"provider": "github"`, docs/providers.md)
+/// instead of raw claims. Tokens minted under the old list stop working.
 #[utoipa::path(
     post,
     path = "/api/v1/organization/{org}/robots/{short}/federation",
@@ -232,11 +243,11 @@ pub async fn set(
     caller: Caller,
     params: PathParams,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Vec<FederationEntry>>, ApiError> {
+) -> Result<Json<Vec<Value>>, ApiError> {
     let robot = administered_robot(&state, &caller, &params).await?;
     let entries = parse_entries(&state, &body)?;
     replace(&state, &caller, &robot, &entries, "federation.set").await?;
-    Ok(Json(entries))
+    Ok(views(&entries))
 }
 
 /// Clear a robot's federation entries

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod entities;
 pub mod exchange;
 pub mod federation;
+pub mod federation_test;
 pub mod health;
 pub mod oauth_form;
 pub mod organization;

@@ -21,8 +21,8 @@ use super::ClientAddr;
 use super::auth::Scope;
 use super::error::{ApiError, ErrorType};
 use crate::api::{
-    discovery, entities, exchange, federation, health, organization, permissions, registry_auth,
-    registry_oauth, robots, sts, user, well_known,
+    discovery, entities, exchange, federation, federation_test, health, organization, permissions,
+    registry_auth, registry_oauth, robots, sts, user, well_known,
 };
 use crate::app::AppState;
 use crate::metrics::Metrics;
@@ -46,6 +46,7 @@ pub fn routes() -> Vec<(String, Endpoint)> {
             routes!(robots::regenerate),
             routes!(robots::permissions),
             routes!(federation::list, federation::set, federation::delete),
+            routes!(federation_test::test),
         ]
     };
     let mut endpoints: Vec<Endpoint> = robot_api().into_iter().map(for_own_robots).collect();

@@ -24,7 +24,13 @@ pub fn discovery_url(issuer: &str) -> Result<Url, FetchError> {
 
 /// Fetches the discovery document and returns its checked `jwks_uri`.
 pub async fn jwks_uri(fetcher: &Fetcher, issuer: &str) -> Result<Url, FetchError> {
-    let url = discovery_url(issuer)?;
+    jwks_uri_at(fetcher, issuer, issuer).await
+}
+
+/// As [`jwks_uri`], for the document under `base` that must name `issuer` (an issuer
+/// template's document lives under a concrete URL: `oidc::trust`).
+pub async fn jwks_uri_at(fetcher: &Fetcher, base: &str, issuer: &str) -> Result<Url, FetchError> {
+    let url = discovery_url(base)?;
     let body = fetcher.get(&url).await?;
     let meta: ProviderMetadata = serde_json::from_slice(&body)
         .map_err(|e| FetchError::Unreachable(format!("{url}: not a discovery document: {e}")))?;

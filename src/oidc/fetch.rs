@@ -216,10 +216,22 @@ impl Fetcher {
 
     /// GETs `url` and returns its body, at most `max_document_bytes` of it.
     pub async fn get(&self, url: &Url) -> Result<Bytes, FetchError> {
+        self.get_authorized(url, None).await
+    }
+
+    /// As [`get`](Self::get), sending `bearer` as `Authorization: Bearer` when given (an
+    /// issuer's trust settings: `oidc::trust`).
+    pub async fn get_authorized(
+        &self,
+        url: &Url,
+        bearer: Option<&str>,
+    ) -> Result<Bytes, FetchError> {
         self.check_url(url)?;
-        let mut response = self
-            .client
-            .get(url.clone())
+        let mut request = self.client.get(url.clone());
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        let mut response = request
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await

@@ -35,6 +35,12 @@ const HOST_SHARE_DIVISOR: u64 = 4;
 #[async_trait]
 pub trait JwksSource: Send + Sync + 'static {
     async fn fetch(&self, issuer: &str) -> Result<KeySet, FetchError>;
+
+    /// Keys the source holds itself rather than fetches (static keys of `oidc::trust`, which
+    /// it re-reads when their file changes): served as they are, never cached or refetched.
+    fn local_keys(&self, _issuer: &str) -> Option<Arc<CachedKeys>> {
+        None
+    }
 }
 
 /// Discovery, then the JWKS it names.
@@ -76,9 +82,9 @@ pub struct CachedKeys {
 }
 
 impl CachedKeys {
-    fn new(issuer: &str, keys: KeySet, now: i64) -> Self {
+    pub fn new(keys: KeySet, now: i64) -> Self {
         Self {
-            weight: u32::try_from(issuer.len() + keys.weight()).unwrap_or(u32::MAX),
+            weight: u32::try_from(keys.weight()).unwrap_or(u32::MAX),
             keys,
             fetched_at: now,
             attempted_at: AtomicI64::new(now),
@@ -177,7 +183,7 @@ impl KeyCache {
         match result {
             Ok(keys) => {
                 self.0.failures.invalidate(issuer).await;
-                let fetched = Arc::new(CachedKeys::new(issuer, keys, self.0.clock.unix()));
+                let fetched = Arc::new(CachedKeys::new(keys, self.0.clock.unix()));
                 // The issuer's host keeps to its share: its oldest other issuers make room.
                 for dropped in self.0.hosts.admit(issuer, u64::from(fetched.weight)) {
                     self.0.entries.invalidate(&dropped).await;
@@ -203,6 +209,9 @@ impl KeyCache {
 
     /// The issuer's keys: cached, or fetched once for all concurrent callers.
     pub async fn keys(&self, issuer: &str) -> Result<Arc<CachedKeys>, Refusal> {
+        if let Some(local) = self.0.source.local_keys(issuer) {
+            return Ok(local);
+        }
         let now = self.0.clock.unix();
         if let Some(cached) = self.0.entries.get(issuer).await {
             let age = now - cached.fetched_at;
@@ -240,6 +249,9 @@ impl KeyCache {
         issuer: &str,
         seen: &Arc<CachedKeys>,
     ) -> Option<Arc<CachedKeys>> {
+        if let Some(local) = self.0.source.local_keys(issuer) {
+            return (!Arc::ptr_eq(&local, seen)).then_some(local);
+        }
         self.refetch(
             issuer,
             seen,

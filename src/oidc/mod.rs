@@ -8,6 +8,10 @@
 //! - [`keys`]: the per-issuer JWKS cache (single flight, kid refetch cooldown, stale-if-error,
 //!   bounded in bytes); [`host_shares`]: what the issuers under one host may take of it.
 //! - [`discovery`], [`fetch`]: `.well-known/openid-configuration` and the one outbound client.
+//! - [`trust`]: per-issuer trust settings (static keys, `jwks_uri`, a CA, a bearer token,
+//!   private networks) and `{tenantid}` issuer templates: how one issuer's keys are found.
+//! - [`providers`]: presets (GitHub, GitLab, Kubernetes, Google) that expand into issuer,
+//!   subject and conditions, and pin immutable IDs.
 
 pub mod discovery;
 pub mod fetch;
@@ -15,6 +19,8 @@ pub mod host_shares;
 pub mod jws;
 pub mod keys;
 pub mod policy;
+pub mod providers;
+pub mod trust;
 pub mod verify;
 
 use url::{Host, Url};

@@ -2,7 +2,11 @@
 //!
 //! In `subject` and in `conditions` values, `*` matches any run of characters (as AWS
 //! `StringLike`); nothing else is special. A condition on a claim the token lacks fails.
-//! Condition names may address nested claims with dots (`kubernetes.io.namespace`).
+//! Condition names may address nested claims with dots (`kubernetes.io.namespace`). A
+//! condition's value is one pattern or a list of patterns, any one of which may match.
+//!
+//! [`evaluate`] checks one entry and says which check failed first; [`matching_entry`] (the
+//! exchange) and the admin dry run (`api::federation_test`) both decide through it.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -11,8 +15,10 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::providers::Preset;
+use super::trust::issuer_accepts;
 use super::verify::Claims;
-use super::{Refusal, RefusalCode, same_issuer};
+use super::{Refusal, RefusalCode};
 
 /// One trust relationship: tokens from `issuer` whose `sub` matches `subject`, whose `aud`
 /// holds one of `audiences` (or the gateway's defaults when empty), and whose claims match
@@ -27,7 +33,9 @@ use super::{Refusal, RefusalCode, same_issuer};
 #[schema(
     description = "One trust relationship: identity tokens from `issuer` whose `sub` \
     matches `subject`, whose `aud` holds one of the accepted audiences and whose claims match \
-    every condition may act as the robot."
+    every condition may act as the robot. An entry may instead name a provider preset \
+    (`provider` and its fields, docs/providers.md); GET shows it expanded, with its fields, \
+    pinned IDs, `pinned_at` and `pending_pins`."
 )]
 pub struct FederationEntry {
     /// The identity token's `iss`: an `https://` URL.
@@ -40,10 +48,15 @@ pub struct FederationEntry {
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
     pub audiences: Box<[Arc<str>]>,
-    /// Claim name (dots reach nested claims) → pattern (`*` as in `subject`).
+    /// Claim name (dots reach nested claims) → a pattern (`*` as in `subject`), or a list of
+    /// patterns of which any one may match.
     #[serde(default)]
-    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    #[schema(value_type = std::collections::BTreeMap<String, Object>)]
     pub conditions: Conditions,
+    /// Set when the entry was made from a provider preset (`oidc::providers`): its fields, for
+    /// GET, and the immutable IDs still to be pinned by the first exchange.
+    #[serde(skip)]
+    pub preset: Option<Box<Preset>>,
 }
 
 impl FederationEntry {
@@ -97,10 +110,11 @@ impl Interner {
     }
 }
 
-/// Claim name → pattern, sorted by name, written as a JSON object. A sorted slice rather than
-/// a `BTreeMap`, whose first node alone costs about half a KiB however few conditions it holds.
+/// Claim name → accepted values, sorted by name, written as a JSON object. A sorted slice
+/// rather than a `BTreeMap`, whose first node alone costs about half a KiB however few
+/// conditions it holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Conditions(Box<[(Arc<str>, Box<str>)]>);
+pub struct Conditions(Box<[(Arc<str>, Accepted)]>);
 
 impl Conditions {
     pub fn len(&self) -> usize {
@@ -111,23 +125,37 @@ impl Conditions {
         self.0.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(name, pattern)| (&**name, &**pattern))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Accepted)> {
+        self.0.iter().map(|(name, accepted)| (&**name, accepted))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Accepted> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, a)| a)
     }
 }
 
 /// Names are expected to be unique (they come from JSON objects); the first one is kept.
-impl FromIterator<(String, String)> for Conditions {
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+impl FromIterator<(String, Accepted)> for Conditions {
+    fn from_iter<I: IntoIterator<Item = (String, Accepted)>>(pairs: I) -> Self {
         let mut pairs: Vec<_> = pairs.into_iter().collect();
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         pairs.dedup_by(|later, first| later.0 == first.0);
         Self(
             pairs
                 .into_iter()
-                .map(|(name, pattern)| (name.into(), pattern.into()))
+                .map(|(name, accepted)| (name.into(), accepted))
                 .collect(),
         )
+    }
+}
+
+/// One pattern per claim, the form every condition had before lists.
+impl FromIterator<(String, String)> for Conditions {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        pairs
+            .into_iter()
+            .map(|(name, pattern)| (name, Accepted::One(pattern.into())))
+            .collect()
     }
 }
 
@@ -139,9 +167,64 @@ impl Serialize for Conditions {
 
 impl<'de> Deserialize<'de> for Conditions {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(BTreeMap::<String, String>::deserialize(deserializer)?
+        Ok(BTreeMap::<String, Accepted>::deserialize(deserializer)?
             .into_iter()
             .collect())
+    }
+}
+
+/// What a condition accepts: one pattern (a JSON string), or a non-empty list of patterns
+/// (a JSON array) of which any one may match. Each may use `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Accepted {
+    One(Box<str>),
+    AnyOf(Box<[Box<str>]>),
+}
+
+impl Accepted {
+    /// Most patterns one condition may list.
+    pub const MAX_PATTERNS: usize = 20;
+
+    /// Reads a condition value from JSON: a string, or an array of 1 to
+    /// [`MAX_PATTERNS`](Self::MAX_PATTERNS) strings, each at most `max_bytes` bytes.
+    /// `None` for anything else.
+    pub fn from_json(value: &Value, max_bytes: usize) -> Option<Self> {
+        let pattern = |v: &Value| {
+            v.as_str()
+                .filter(|p| p.len() <= max_bytes)
+                .map(Box::<str>::from)
+        };
+        match value {
+            Value::Array(items) if (1..=Self::MAX_PATTERNS).contains(&items.len()) => items
+                .iter()
+                .map(pattern)
+                .collect::<Option<_>>()
+                .map(Accepted::AnyOf),
+            Value::Array(_) => None,
+            single => pattern(single).map(Accepted::One),
+        }
+    }
+
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            Accepted::One(p) => (Some(&**p), &[][..]),
+            Accepted::AnyOf(list) => (None, &list[..]),
+        };
+        one.into_iter().chain(many.iter().map(|p| &**p))
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Accepted::One(pattern) => glob(pattern, value),
+            Accepted::AnyOf(list) => list.iter().any(|p| glob(p, value)),
+        }
+    }
+}
+
+impl From<&str> for Accepted {
+    fn from(pattern: &str) -> Self {
+        Accepted::One(pattern.into())
     }
 }
 
@@ -279,31 +362,74 @@ fn json_pointer<'a>(claims: &'a Map<String, Value>, pointer: &str) -> Option<&'a
     Some(current)
 }
 
-/// What a failed condition received, for the refusal's message.
-#[derive(Debug)]
-enum Received {
-    Missing,
-    Ambiguous,
-    Value(String),
+/// The first check an entry fails, in the exchange's order, with what was expected (the
+/// entry's configuration: only its administrators may see it) and what the token holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch<'a> {
+    /// The entry trusts another issuer.
+    Issuer { expected: &'a str },
+    /// None of the token's `aud` is accepted by the entry's `audiences` (when empty: by the
+    /// gateway's defaults, which the caller knows).
+    Audience { expected: &'a [Arc<str>] },
+    /// The token's `sub` does not match the entry's pattern.
+    Subject { expected: &'a str },
+    /// A condition fails; `received` is the claim as text (`None`: the token lacks it, or
+    /// holds it more than one way, which `ambiguous` says; see [`claim`]).
+    Condition {
+        claim: &'a str,
+        expected: &'a Accepted,
+        received: Option<String>,
+        ambiguous: bool,
+    },
 }
 
-/// The first condition of `entry` the claims do not satisfy, with what the token held.
-fn failed_condition<'a>(
+/// Checks one entry against verified claims: issuer, audience, subject, then each condition.
+pub fn evaluate<'a>(
     entry: &'a FederationEntry,
     claims: &Claims,
-) -> Option<(&'a str, Received)> {
-    entry.conditions.iter().find_map(|(name, pattern)| {
-        let received = match claim(&claims.all, name) {
-            ClaimLookup::Found(value) => match claim_text(value) {
-                Some(text) if glob(pattern, &text) => return None,
-                Some(text) => Received::Value(text.into_owned()),
-                None => Received::Missing,
-            },
-            ClaimLookup::Missing => Received::Missing,
-            ClaimLookup::Ambiguous => Received::Ambiguous,
+    default_audiences: &[String],
+) -> Result<(), Mismatch<'a>> {
+    if !issuer_accepts(&entry.issuer, claims) {
+        return Err(Mismatch::Issuer {
+            expected: &entry.issuer,
+        });
+    }
+    let accepted = |aud: &String| {
+        if entry.audiences.is_empty() {
+            default_audiences.contains(aud)
+        } else {
+            entry.audiences.iter().any(|a| **a == **aud)
+        }
+    };
+    if !claims.aud.iter().any(accepted) {
+        return Err(Mismatch::Audience {
+            expected: &entry.audiences,
+        });
+    }
+    if !glob(&entry.subject, &claims.sub) {
+        return Err(Mismatch::Subject {
+            expected: &entry.subject,
+        });
+    }
+    for (name, accepted) in entry.conditions.iter() {
+        let found = claim(&claims.all, name);
+        let received = match found {
+            ClaimLookup::Found(value) => claim_text(value),
+            ClaimLookup::Missing | ClaimLookup::Ambiguous => None,
         };
-        Some((name, received))
-    })
+        match &received {
+            Some(text) if accepted.matches(text) => {}
+            _ => {
+                return Err(Mismatch::Condition {
+                    claim: name,
+                    expected: accepted,
+                    received: received.map(Cow::into_owned),
+                    ambiguous: found == ClaimLookup::Ambiguous,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Finds the entry the identity satisfies, or says why none does. `entries` are the robot's
@@ -318,29 +444,20 @@ pub fn matching_entry<'a>(
     let mut audience_ok = false;
     let mut subject_ok = false;
     let mut first_failed_condition = None;
-    for entry in entries
-        .iter()
-        .filter(|e| same_issuer(&e.issuer, &claims.iss))
-    {
-        let accepted = |aud: &String| {
-            if entry.audiences.is_empty() {
-                default_audiences.contains(aud)
-            } else {
-                entry.audiences.iter().any(|a| **a == **aud)
-            }
-        };
-        if !claims.aud.iter().any(accepted) {
-            continue;
-        }
-        audience_ok = true;
-        if !glob(&entry.subject, &claims.sub) {
-            continue;
-        }
-        subject_ok = true;
-        match failed_condition(entry, claims) {
-            None => return Ok(entry),
-            Some(failed) => {
-                first_failed_condition.get_or_insert(failed);
+    for entry in entries {
+        match evaluate(entry, claims, default_audiences) {
+            Ok(()) => return Ok(entry),
+            Err(Mismatch::Issuer { .. } | Mismatch::Audience { .. }) => {}
+            Err(Mismatch::Subject { .. }) => audience_ok = true,
+            Err(Mismatch::Condition {
+                claim,
+                received,
+                ambiguous,
+                ..
+            }) => {
+                audience_ok = true;
+                subject_ok = true;
+                first_failed_condition.get_or_insert((claim, received, ambiguous));
             }
         }
     }
@@ -361,14 +478,14 @@ pub fn matching_entry<'a>(
             ),
         )
     } else {
-        let (name, received) = first_failed_condition.unwrap_or(("?", Received::Missing));
+        let (name, received, ambiguous) = first_failed_condition.unwrap_or(("?", None, false));
         let received = match received {
-            Received::Missing => "missing".to_string(),
-            Received::Ambiguous => {
+            _ if ambiguous => {
                 "found in more than one way; use a JSON Pointer such as /a/b to name one"
                     .to_string()
             }
-            Received::Value(v) => format!("{v:?}"),
+            None => "missing".to_string(),
+            Some(v) => format!("{v:?}"),
         };
         Refusal::new(
             RefusalCode::ClaimMismatch,
@@ -395,6 +512,30 @@ mod tests {
         );
         assert!(serde_json::from_value::<Conditions>(json!({"ref": 1})).is_err());
         assert!(serde_json::from_value::<Conditions>(json!(["ref", "main"])).is_err());
+    }
+
+    #[test]
+    fn a_condition_accepts_any_of_a_list() {
+        let c: Conditions =
+            serde_json::from_value(json!({"event_name": ["push", "work*"], "ref": "refs/*"}))
+                .unwrap();
+        let events = c.get("event_name").unwrap();
+        assert!(events.matches("push") && events.matches("workflow_dispatch"));
+        assert!(!events.matches("pull_request"));
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            json!({"event_name": ["push", "work*"], "ref": "refs/*"}),
+            "one pattern stays a string, a list a list"
+        );
+        for bad in [json!([]), json!([1]), json!(["a", null]), json!({"a": "b"})] {
+            assert!(Accepted::from_json(&bad, 10).is_none(), "{bad}");
+        }
+        assert!(Accepted::from_json(&json!("x".repeat(11)), 10).is_none());
+        let many: Vec<_> = (0..=Accepted::MAX_PATTERNS)
+            .map(|i| i.to_string())
+            .collect();
+        assert!(Accepted::from_json(&json!(many), 10).is_none());
+        assert!(Accepted::from_json(&json!(many[1..]), 10).is_some());
     }
 
     #[test]

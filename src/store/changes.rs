@@ -1,5 +1,5 @@
 //! The change log: every change to what the robot cache holds, numbered in commit order
-//! (migration 0003). Each change is recorded in the transaction that makes it, so a committed
+//! (migration 0004). Each change is recorded in the transaction that makes it, so a committed
 //! change is always in the log; replicas read the log (`shared::changes`), so it reaches them
 //! whether or not its Redis notice did.
 

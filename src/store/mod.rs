@@ -10,7 +10,7 @@ mod sql;
 
 use async_trait::async_trait;
 
-pub use crate::oidc::policy::FederationEntry;
+pub use crate::oidc::policy::{Conditions, FederationEntry};
 
 pub use sql::SqlStore;
 
@@ -209,6 +209,18 @@ pub trait FederationStore {
         entries: &[FederationEntry],
         revision: i64,
     ) -> StoreResult<()>;
+    /// Records the pins of the entry at `position` (its conditions with the pinned values
+    /// added), without changing the robot's revision: minted tokens stay valid. Atomic: true
+    /// only if the entry was still waiting for its pins and the robot's list is still the one
+    /// of `revision`; of racing calls, at most one gets true.
+    async fn pin_federation_entry(
+        &self,
+        robot_id: i64,
+        position: usize,
+        revision: i64,
+        conditions: &Conditions,
+        now: Unix,
+    ) -> StoreResult<bool>;
 }
 
 /// The log of changes to robots' cached state, in commit order (see `store::changes`).

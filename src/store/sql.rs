@@ -486,8 +486,8 @@ impl PermissionStore for SqlStore {
 impl FederationStore for SqlStore {
     async fn federation(&self, robot_id: i64) -> StoreResult<Vec<FederationEntry>> {
         let rows = sqlx::query(
-            "SELECT issuer, subject, audiences, conditions FROM federation_entries \
-             WHERE robot_id = $1 ORDER BY position",
+            "SELECT issuer, subject, audiences, conditions, provider, pending_pins, pinned_at \
+             FROM federation_entries WHERE robot_id = $1 ORDER BY position",
         )
         .bind(robot_id)
         .fetch_all(&self.pool)
@@ -503,6 +503,7 @@ impl FederationStore for SqlStore {
                         .map_err(|e| StoreError::Corrupt(format!("audiences: {e}")))?,
                     conditions: serde_json::from_str(&conditions)
                         .map_err(|e| StoreError::Corrupt(format!("conditions: {e}")))?,
+                    preset: preset_from_row(row)?.map(Box::new),
                 })
             })
             .collect()
@@ -532,10 +533,12 @@ impl FederationStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         for (position, entry) in entries.iter().enumerate() {
+            let preset = entry.preset.as_deref();
             sqlx::query(
                 "INSERT INTO federation_entries \
-                 (robot_id, position, issuer, subject, audiences, conditions) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                 (robot_id, position, issuer, subject, audiences, conditions, \
+                  provider, pending_pins, pinned_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(robot_id)
             .bind(position as i64)
@@ -543,6 +546,13 @@ impl FederationStore for SqlStore {
             .bind(&*entry.subject)
             .bind(serde_json::to_string(&entry.audiences).unwrap_or_else(|_| "[]".into()))
             .bind(serde_json::to_string(&entry.conditions).unwrap_or_else(|_| "{}".into()))
+            .bind(preset.map(|p| serde_json::Value::Object(p.fields.clone()).to_string()))
+            .bind(
+                preset
+                    .filter(|p| !p.pending_pins.is_empty())
+                    .and_then(|p| serde_json::to_string(&p.pending_pins).ok()),
+            )
+            .bind(preset.and_then(|p| p.pinned_at))
             .execute(&mut *tx)
             .await
             .map_err(|e| classify(e, "robot"))?;
@@ -550,6 +560,53 @@ impl FederationStore for SqlStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn pin_federation_entry(
+        &self,
+        robot_id: i64,
+        position: usize,
+        revision: i64,
+        conditions: &super::Conditions,
+        now: Unix,
+    ) -> StoreResult<bool> {
+        // One statement, so that of racing first exchanges (on any replica) exactly one pins:
+        // the entry must still be unpinned, and the list still the one that was matched (any
+        // replacement changes the robot's revision).
+        let done = sqlx::query(
+            "UPDATE federation_entries SET conditions = $1, pending_pins = NULL, pinned_at = $2 \
+             WHERE robot_id = $3 AND position = $4 AND pending_pins IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM robots WHERE id = $3 AND revision = $5)",
+        )
+        .bind(serde_json::to_string(conditions).unwrap_or_else(|_| "{}".into()))
+        .bind(now)
+        .bind(robot_id)
+        .bind(position as i64)
+        .bind(revision)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// The preset columns of a `federation_entries` row (all NULL for a plain entry).
+fn preset_from_row(row: &AnyRow) -> StoreResult<Option<crate::oidc::providers::Preset>> {
+    let Some(provider) = row.try_get::<Option<String>, _>("provider")? else {
+        return Ok(None);
+    };
+    let fields = match serde_json::from_str(&provider) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => return Err(StoreError::Corrupt("provider is not a JSON object".into())),
+    };
+    let pending_pins = match row.try_get::<Option<String>, _>("pending_pins")? {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("pending_pins: {e}")))?,
+        None => Box::default(),
+    };
+    Ok(Some(crate::oidc::providers::Preset {
+        fields,
+        pending_pins,
+        pinned_at: row.try_get("pinned_at")?,
+    }))
 }
 
 #[async_trait]

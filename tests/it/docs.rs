@@ -59,6 +59,25 @@ fn every_configuration_key_is_documented() {
     for (section, table) in &defaults {
         for key in table.as_table().expect("sections are tables").keys() {
             keys += 1;
+            if fedgate::config::FILE_ONLY_KEYS.contains(&(section.as_str(), key.as_str())) {
+                // An array of tables: a row saying it is file-only, and a row per key of its
+                // tables, `section.key[].name` (no environment variable can set them).
+                let row = format!("| `{section}.{key}` |");
+                assert!(
+                    text.lines()
+                        .any(|line| line.starts_with(&row) && line.contains("file only")),
+                    "docs/configuration.md has no row for {section}.{key} saying it is file only"
+                );
+                let sample = fedgate::oidc::trust::IssuerTrust::default();
+                for name in toml::Table::try_from(sample).unwrap().keys() {
+                    let row = format!("| `{section}.{key}[].{name}` |");
+                    assert!(
+                        text.lines().any(|line| line.starts_with(&row)),
+                        "docs/configuration.md has no row for {section}.{key}[].{name}"
+                    );
+                }
+                continue;
+            }
             let row = format!("| `{section}.{key}` |");
             let env = format!("`FEDGATE_{section}_{key}`").to_uppercase();
             let documented = text

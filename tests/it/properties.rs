@@ -386,6 +386,7 @@ proptest! {
                 subject: subject.into(),
                 audiences: audiences.into_iter().map(Into::into).collect(),
                 conditions: conditions.into_iter().collect(),
+                preset: None,
             })
             .collect();
         if let Ok(entry) = matching_entry(&entries, &claims, &defaults, "acme+ci") {

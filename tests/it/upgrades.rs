@@ -21,6 +21,20 @@ const NEXT_RELEASE: &str = "ALTER TABLE robots ADD COLUMN owner_team TEXT;\n\
     CREATE TABLE robot_labels (robot_id BIGINT NOT NULL, label TEXT NOT NULL, \
     PRIMARY KEY (robot_id, label));\n";
 
+/// This release's schema version: its newest migration.
+fn latest() -> i64 {
+    fedgate::store::schema::migrator()
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap()
+}
+
+/// Versions 1 to `last`, as `_sqlx_migrations` lists them.
+fn up_to(last: i64) -> Vec<i64> {
+    (1..=last).collect()
+}
+
 struct Site {
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
@@ -159,29 +173,35 @@ async fn verbs_never_migrate_unless_asked(backend: Backend) {
     assert!(site.applied_versions().await.is_empty(), "nothing migrated");
 
     // One migration behind (the previous release's schema).
-    let previous = site.migrations("previous", 1, &[]);
-    site.migrate_with(&previous).await;
-    assert_eq!(site.applied_versions().await, [1]);
+    let (last, previous) = (latest(), latest() - 1);
+    let migrations = site.migrations("previous", previous, &[]);
+    site.migrate_with(&migrations).await;
+    assert_eq!(site.applied_versions().await, up_to(previous));
     for args in [&["user", "create", "alice"][..], &["serve", "--no-migrate"]] {
         let out = site.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         assert!(
-            stderr(&out)
-                .contains("at version 1 and this fedgate needs version 3: run `fedgate migrate`"),
+            stderr(&out).contains(&format!(
+                "at version {previous} and this fedgate needs version {last}: run `fedgate migrate`"
+            )),
             "{args:?}: {}",
             stderr(&out)
         );
     }
-    assert_eq!(site.applied_versions().await, [1], "still not migrated");
+    assert_eq!(
+        site.applied_versions().await,
+        up_to(previous),
+        "still not migrated"
+    );
 
     let migrated = site.run(&["migrate"]);
     assert!(migrated.status.success(), "{}", stderr(&migrated));
     assert!(
-        stderr(&migrated).contains("applied migration(s) 2, 3"),
+        stderr(&migrated).contains(&format!("applied migration(s) {last}")),
         "{}",
         stderr(&migrated)
     );
-    assert_eq!(site.applied_versions().await, [1, 2, 3]);
+    assert_eq!(site.applied_versions().await, up_to(last));
     let again = site.run(&["migrate"]);
     assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
     let created = site.run(&["user", "create", "alice"]);
@@ -197,13 +217,14 @@ async fn serve_migrates_a_new_database(backend: Backend) {
     let replica = Replica::start(&site.env, site.dir.path(), "first").await;
     let ready = send(reqwest::Client::new().get(format!("{}/readyz", replica.url))).await;
     assert_eq!(ready.status, 200, "{}", ready.text);
-    assert_eq!(site.applied_versions().await, [1, 2, 3]);
+    assert_eq!(site.applied_versions().await, up_to(latest()));
     let created = site.run(&["user", "create", "alice"]);
     assert!(created.status.success(), "{}", stderr(&created));
 }
 
 /// A rollback, or an old replica mid-rollout: the next release migrated the database (an
-/// additive migration 4); this binary still migrates (a no-op), serves, and writes.
+/// additive migration after this release's); this binary still migrates (a no-op), serves,
+/// and writes.
 async fn this_binary_runs_on_the_next_releases_schema(backend: Backend) {
     let issuer = Issuer::rsa().await;
     let site = Site::new(backend, &issuer).await;
@@ -211,14 +232,18 @@ async fn this_binary_runs_on_the_next_releases_schema(backend: Backend) {
     assert!(out.status.success(), "{}", stderr(&out));
     let token = acme_admin(&site.env);
 
-    let next = site.migrations("next", i64::MAX, &[("0004_next_release.sql", NEXT_RELEASE)]);
+    let next_file = format!("{:04}_next_release.sql", latest() + 1);
+    let next = site.migrations("next", i64::MAX, &[(&next_file, NEXT_RELEASE)]);
     site.migrate_with(&next).await;
-    assert_eq!(site.applied_versions().await, [1, 2, 3, 4]);
+    assert_eq!(site.applied_versions().await, up_to(latest() + 1));
 
     let migrate = site.run(&["migrate"]);
     assert!(migrate.status.success(), "{}", stderr(&migrate));
     assert!(
-        stderr(&migrate).contains("newer than this fedgate's 3: nothing to apply"),
+        stderr(&migrate).contains(&format!(
+            "newer than this fedgate's {}: nothing to apply",
+            latest()
+        )),
         "{}",
         stderr(&migrate)
     );
@@ -264,7 +289,11 @@ async fn this_binary_runs_on_the_next_releases_schema(backend: Backend) {
         "the rollback is visible in the log: {}",
         replica.logs()
     );
-    assert_eq!(site.applied_versions().await, [1, 2, 3, 4], "untouched");
+    assert_eq!(
+        site.applied_versions().await,
+        up_to(latest() + 1),
+        "untouched"
+    );
 }
 
 on_both_databases!(

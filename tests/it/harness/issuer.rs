@@ -4,7 +4,14 @@
 //! gateway trusts it through `federation.extra_ca_file`), counts its hits, can rotate keys, and
 //! can fail, stall or answer garbage. Tokens are signed with jsonwebtoken, an implementation
 //! independent of fedgate's own, from the claim sets in `tests/fixtures/claims/`.
+//!
+//! Besides its root issuer it can serve more issuers on the same host, as the platforms lay
+//! them out: other issuer paths (GitHub Enterprise Server's `/_services/token`, a GitLab under a
+//! relative URL), a Kubernetes API server's bearer-protected `/openid/v1/jwks` with no
+//! discovery document, and Azure's multi-tenant discovery naming `{tenantid}`. Its CA is its
+//! own, so a gateway may trust it for this issuer only (`[[federation.issuers]] ca_file`).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -124,12 +131,27 @@ struct Shared {
     mode: Mutex<Mode>,
     discovery_hits: AtomicUsize,
     jwks_hits: AtomicUsize,
+    /// Paths served besides the root issuer's (see [`Issuer::serve_issuer`] and friends).
+    extra: Mutex<HashMap<String, Extra>>,
+    /// Requests for a bearer-protected JWKS without the right bearer.
+    unauthorized: AtomicUsize,
     /// Every request, whatever its path (including those answered 404).
     requests: AtomicUsize,
-    /// The JWKS served to tenants (`<url>/<tenant>` issuers); none: tenants are 404.
+    /// The JWKS served to tenants (see [`Issuer::serve_tenants`]).
     tenant_jwks: Mutex<Option<Value>>,
-    /// Where discovery and JWKS requests are redirected to (`<base><path>`), if anywhere.
+    /// Where every request is redirected to (`<base><path>`), if anywhere.
     redirect_to: Mutex<Option<String>>,
+}
+
+/// What the issuer answers at one more path.
+#[derive(Debug, Clone)]
+enum Extra {
+    /// A discovery document naming this issuer and key URL.
+    Discovery { issuer: String, jwks_uri: String },
+    /// The published keys; only to `Authorization: Bearer <bearer>` when one is set.
+    Jwks { bearer: Option<String> },
+    /// The tenants' key set ([`Issuer::serve_tenants`]).
+    TenantJwks,
 }
 
 pub struct Issuer {
@@ -165,6 +187,8 @@ impl Issuer {
             mode: Mutex::new(Mode::Normal),
             discovery_hits: AtomicUsize::new(0),
             jwks_hits: AtomicUsize::new(0),
+            extra: Mutex::new(HashMap::new()),
+            unauthorized: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             tenant_jwks: Mutex::new(None),
             redirect_to: Mutex::new(None),
@@ -172,12 +196,7 @@ impl Issuer {
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
-            .route(
-                "/{tenant}/.well-known/openid-configuration",
-                get(tenant_discovery),
-            )
-            .route("/{tenant}/jwks", get(tenant_jwks))
-            .fallback(|| async { http::StatusCode::NOT_FOUND })
+            .route("/{*path}", get(extra))
             .layer(axum::middleware::from_fn_with_state(shared.clone(), count))
             .with_state(shared.clone());
         let options = ServeOptions {
@@ -211,6 +230,11 @@ impl Issuer {
         *self.shared.keys.lock().unwrap() = keys;
     }
 
+    /// The published keys as a JWKS document (static keys for `[[federation.issuers]]`).
+    pub fn jwks_document(&self) -> Value {
+        self.shared.jwks_document()
+    }
+
     pub fn key(&self, index: usize) -> TestKey {
         self.shared.keys.lock().unwrap()[index].clone()
     }
@@ -223,24 +247,99 @@ impl Issuer {
         self.shared.jwks_hits.load(Ordering::SeqCst)
     }
 
+    /// Serves another issuer on this host at `path` (e.g. `/_services/token`; two segments or
+    /// more): its discovery document and `<path>/jwks` with this issuer's keys. Returns the
+    /// issuer identifier, `<url><path>`.
+    pub fn serve_issuer(&self, path: &str) -> String {
+        let issuer = format!("{}{path}", self.url);
+        self.serve(
+            &format!("{path}/.well-known/openid-configuration"),
+            Extra::Discovery {
+                issuer: issuer.clone(),
+                jwks_uri: format!("{issuer}/jwks"),
+            },
+        );
+        self.serve(&format!("{path}/jwks"), Extra::Jwks { bearer: None });
+        issuer
+    }
+
+    /// Serves the keys at `path` only to `Authorization: Bearer <bearer>`, as a Kubernetes API
+    /// server serves `/openid/v1/jwks`, with no discovery document. Returns the keys' URL.
+    pub fn serve_protected_jwks(&self, path: &str, bearer: &str) -> String {
+        self.serve(
+            path,
+            Extra::Jwks {
+                bearer: Some(bearer.to_string()),
+            },
+        );
+        format!("{}{path}", self.url)
+    }
+
+    /// Serves Azure's multi-tenant discovery: `/common/v2.0/.well-known/openid-configuration`
+    /// names the issuer `<url>/{tenantid}/v2.0` and keys at `/common/discovery/v2.0/keys`.
+    /// Returns the template.
+    pub fn serve_tenant_template(&self) -> String {
+        let template = format!("{}/{{tenantid}}/v2.0", self.url);
+        self.serve(
+            "/common/v2.0/.well-known/openid-configuration",
+            Extra::Discovery {
+                issuer: template.clone(),
+                jwks_uri: format!("{}/common/discovery/v2.0/keys", self.url),
+            },
+        );
+        self.serve("/common/discovery/v2.0/keys", Extra::Jwks { bearer: None });
+        template
+    }
+
+    fn serve(&self, path: &str, what: Extra) {
+        self.shared
+            .extra
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), what);
+    }
+
     /// Every request that reached the issuer, whatever its path.
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
     }
 
-    /// Serves `jwks` for every tenant issuer `<url>/<tenant>` (many issuers on one host).
+    /// Serves `jwks` for the tenant issuers [`tenant`](Self::tenant) makes (many issuers on
+    /// one host, each with a key set of its own size).
     pub fn serve_tenants(&self, jwks: Value) {
         *self.shared.tenant_jwks.lock().unwrap() = Some(jwks);
     }
 
-    /// The issuer identifier of tenant `name`.
+    /// Serves tenant issuer `<url>/<name>`, its discovery document and the tenants' key set,
+    /// and returns its identifier.
     pub fn tenant(&self, name: &str) -> String {
-        format!("{}/{name}", self.url)
+        let issuer = format!("{}/{name}", self.url);
+        self.serve(
+            &format!("/{name}/.well-known/openid-configuration"),
+            Extra::Discovery {
+                issuer: issuer.clone(),
+                jwks_uri: format!("{issuer}/jwks"),
+            },
+        );
+        self.serve(&format!("/{name}/jwks"), Extra::TenantJwks);
+        issuer
     }
 
-    /// Answers discovery and JWKS requests with a 307 to `base` + the same path.
+    /// Answers every request with a 307 to `base` + the same path.
     pub fn redirect_to(&self, base: Option<&str>) {
         *self.shared.redirect_to.lock().unwrap() = base.map(str::to_string);
+    }
+
+    /// Requests for a bearer-protected JWKS that lacked the right bearer.
+    pub fn unauthorized_hits(&self) -> usize {
+        self.shared.unauthorized.load(Ordering::SeqCst)
+    }
+
+    /// Claims shaped like `fixture`, as [`claims`](Self::claims), naming `iss` as their issuer.
+    pub fn claims_as(&self, fixture: &str, iss: &str, now: i64) -> Value {
+        let mut claims = self.claims(fixture, now);
+        claims["iss"] = json!(iss);
+        claims
     }
 
     /// Claims shaped like `fixture` (a file of `tests/fixtures/claims/`), issued by this
@@ -289,48 +388,6 @@ async fn misbehave(shared: &Shared) -> Option<Response> {
     }
 }
 
-async fn count(
-    State(shared): State<Arc<Shared>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
-    let redirect = shared.redirect_to.lock().unwrap().clone();
-    if let Some(base) = redirect {
-        let location = format!("{base}{}", request.uri().path());
-        return (
-            http::StatusCode::TEMPORARY_REDIRECT,
-            [(http::header::LOCATION, location)],
-        )
-            .into_response();
-    }
-    next.run(request).await
-}
-
-async fn tenant_discovery(
-    State(shared): State<Arc<Shared>>,
-    axum::extract::Path(tenant): axum::extract::Path<String>,
-) -> Response {
-    if shared.tenant_jwks.lock().unwrap().is_none() {
-        return http::StatusCode::NOT_FOUND.into_response();
-    }
-    shared.discovery_hits.fetch_add(1, Ordering::SeqCst);
-    axum::Json(json!({
-        "issuer": format!("{}/{tenant}", shared.url),
-        "jwks_uri": format!("{}/{tenant}/jwks", shared.url),
-    }))
-    .into_response()
-}
-
-async fn tenant_jwks(State(shared): State<Arc<Shared>>) -> Response {
-    let jwks = shared.tenant_jwks.lock().unwrap().clone();
-    shared.jwks_hits.fetch_add(1, Ordering::SeqCst);
-    match jwks {
-        Some(jwks) => axum::Json(jwks).into_response(),
-        None => http::StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
 async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
     shared.discovery_hits.fetch_add(1, Ordering::SeqCst);
     if let Some(response) = misbehave(&shared).await {
@@ -351,19 +408,84 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
+/// The paths of [`Extra`]; anything else is 404.
+async fn extra(
+    State(shared): State<Arc<Shared>>,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+) -> Response {
+    let what = shared.extra.lock().unwrap().get(uri.path()).cloned();
+    match what {
+        None => http::StatusCode::NOT_FOUND.into_response(),
+        Some(Extra::Discovery { issuer, jwks_uri }) => {
+            shared.discovery_hits.fetch_add(1, Ordering::SeqCst);
+            if let Some(response) = misbehave(&shared).await {
+                return response;
+            }
+            axum::Json(json!({"issuer": issuer, "jwks_uri": jwks_uri,
+                              "id_token_signing_alg_values_supported": ["RS256", "ES256"]}))
+            .into_response()
+        }
+        Some(Extra::Jwks {
+            bearer: Some(bearer),
+        }) if headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            != Some(format!("Bearer {bearer}").as_str()) =>
+        {
+            shared.unauthorized.fetch_add(1, Ordering::SeqCst);
+            http::StatusCode::UNAUTHORIZED.into_response()
+        }
+        Some(Extra::Jwks { .. }) => jwks(State(shared)).await,
+        Some(Extra::TenantJwks) => {
+            shared.jwks_hits.fetch_add(1, Ordering::SeqCst);
+            let jwks = shared.tenant_jwks.lock().unwrap().clone();
+            match jwks {
+                Some(jwks) => axum::Json(jwks).into_response(),
+                None => http::StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    }
+}
+
+/// Counts every request, and redirects it when told to.
+async fn count(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let redirect = shared.redirect_to.lock().unwrap().clone();
+    if let Some(base) = redirect {
+        let location = format!("{base}{}", request.uri().path());
+        return (
+            http::StatusCode::TEMPORARY_REDIRECT,
+            [(http::header::LOCATION, location)],
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+impl Shared {
+    fn jwks_document(&self) -> Value {
+        let keys: Vec<Value> = self
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|k| k.jwk.clone())
+            .collect();
+        json!({ "keys": keys })
+    }
+}
+
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     shared.jwks_hits.fetch_add(1, Ordering::SeqCst);
     if let Some(response) = misbehave(&shared).await {
         return response;
     }
-    let keys: Vec<Value> = shared
-        .keys
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|k| k.jwk.clone())
-        .collect();
-    axum::Json(json!({ "keys": keys })).into_response()
+    axum::Json(shared.jwks_document()).into_response()
 }
 
 /// The issuer's own behaviour, which the issue-12 tests rely on: tenant issuers under one
@@ -390,10 +512,14 @@ async fn the_test_issuer_serves_tenants_redirects_and_plain_http() {
         )
     };
 
-    let tenant = issuer.tenant("t1");
-    let (status, _, _) = get(format!("{tenant}/.well-known/openid-configuration")).await;
-    assert_eq!(status, 404, "no tenants until they are served");
+    let (status, _, _) = get(format!(
+        "{}/t1/.well-known/openid-configuration",
+        issuer.url
+    ))
+    .await;
+    assert_eq!(status, 404, "no tenant until it is served");
     issuer.serve_tenants(json!({"keys": [issuer.key(0).jwk]}));
+    let tenant = issuer.tenant("t1");
     let (status, _, body) = get(format!("{tenant}/.well-known/openid-configuration")).await;
     assert_eq!(status, 200);
     let discovery: Value = serde_json::from_str(&body).unwrap();

@@ -238,6 +238,17 @@ impl Gateway {
         }
     }
 
+    /// A second gateway in this process on the same database and keys: another replica,
+    /// without Redis (each keeps its own caches).
+    pub async fn replica(&self) -> Self {
+        Self::serve(
+            self.config.clone(),
+            self._dir.clone(),
+            ServeOptions::default(),
+        )
+        .await
+    }
+
     pub fn store(&self) -> &dyn Store {
         self.state.store.as_ref()
     }
@@ -359,6 +370,33 @@ impl Gateway {
             .await;
         assert_eq!(set.status, 200, "{}", set.text);
         token
+    }
+
+    /// Another robot in `org` (administered by `token`'s user) with `entries`: the answer to
+    /// the federation POST, whatever it is.
+    pub async fn add_robot(
+        &self,
+        token: &str,
+        org: &str,
+        robot: &str,
+        entries: serde_json::Value,
+    ) -> Reply {
+        let created = self
+            .call(
+                "PUT",
+                &format!("/api/v1/organization/{org}/robots/{robot}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        self.call(
+            "POST",
+            &format!("/api/v1/organization/{org}/robots/{robot}/federation"),
+            Some(token),
+            Some(entries),
+        )
+        .await
     }
 
     /// The Prometheus page of the metrics listener.
