@@ -6,11 +6,12 @@ use std::sync::{Arc, RwLock};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::exchange::RobotCache;
+use crate::http::client_ip::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::oidc::keys::{JwksSource, KeyCache, KeyCacheSettings};
 use crate::oidc::trust::TrustedSource;
 use crate::rng::{Rng, SystemRng};
+use crate::robot_cache::RobotCache;
 use crate::shared::Shared;
 use crate::shared::limits::RateLimiter;
 use crate::shared::redis::RedisShared;
@@ -27,6 +28,8 @@ pub struct Inner {
     pub config: Config,
     /// [`Config::registry_service`], derived once: the minted tokens' `aud` (hot path).
     pub registry_service: String,
+    /// `server.trusted_proxies`, parsed once: who may name the client in a forwarded header.
+    pub trusted_proxies: TrustedProxies,
     /// The audiences an identity token must carry when a federation entry lists none:
     /// `federation.audiences`, or `[server.public_url]` when that is empty.
     pub default_audiences: Vec<String>,
@@ -126,6 +129,7 @@ impl AppState {
             KeyCacheSettings {
                 cooldown_seconds: config.federation.jwks_refresh_cooldown_seconds as i64,
                 max_stale_seconds: config.federation.jwks_max_stale_seconds as i64,
+                budget_bytes: config.limits.jwks_cache_bytes,
             },
             metrics.clone(),
         );
@@ -133,10 +137,12 @@ impl AppState {
             [] => vec![config.server.public_url.clone()],
             configured => configured.to_vec(),
         };
+        let robots = RobotCache::new(config.limits.robot_cache_bytes);
         Ok(Self(Arc::new(Inner {
             shared: Shared::new(store.clone(), clock.clone(), redis),
             recent_access: RateLimiter::new(clock.clone()),
             registry_service: config.registry_service(),
+            trusted_proxies: config.server.proxies(),
             default_audiences,
             config,
             store,
@@ -146,7 +152,7 @@ impl AppState {
             metrics,
             keyring: RwLock::new(Arc::new(keyring)),
             key_cache,
-            robots: RobotCache::default(),
+            robots,
             draining: AtomicBool::new(false),
         })))
     }

@@ -464,9 +464,10 @@ async fn serve(config: Config, schema: SchemaPolicy) -> Result<(), CliError> {
         database = ?state.config.database_kind().ok(),
         "fedgate is serving"
     );
+    listener::raise_open_file_limit(state.config.server.max_connections);
     let options = ServeOptions {
         tls,
-        ..ServeOptions::default()
+        ..ServeOptions::from_config(&state.config.server)
     };
     crate::server::run(state, public, metrics, options, shutdown).await;
     tracing::info!("fedgate stopped");

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::http::client_ip::{Cidr, ForwardedHeader, TrustedProxies};
+
 /// Prefix of every environment override.
 const ENV_PREFIX: &str = "FEDGATE_";
 /// The one `FEDGATE_*` variable that is not a key override: the config file path.
@@ -57,6 +59,19 @@ pub struct Server {
     /// After SIGTERM, `/readyz` answers 503 and new connections are still accepted for this
     /// long, so load balancers stop routing here before the listener closes.
     pub drain_seconds: u64,
+    /// Load balancers and proxies whose forwarded header names the client (see
+    /// [`crate::http::client_ip`]); they are also exempt from `max_connections_per_ip`.
+    pub trusted_proxies: Vec<Cidr>,
+    pub trusted_proxy_header: ForwardedHeader,
+    /// Open connections at once; beyond it, idle ones are closed to make room.
+    pub max_connections: usize,
+    /// Open connections from one client address (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Time a connection has to deliver a request head, from when it opens or its previous
+    /// request ends (HTTP/1.1 and HTTP/2 alike); idle connections close after it.
+    pub header_timeout_seconds: u64,
+    /// Time a request body has to arrive in full, from its head.
+    pub body_timeout_seconds: u64,
 }
 
 impl Default for Server {
@@ -69,6 +84,12 @@ impl Default for Server {
             metrics_listen: "127.0.0.1:9090".into(),
             max_body_bytes: 1024 * 1024,
             drain_seconds: 5,
+            trusted_proxies: Vec::new(),
+            trusted_proxy_header: ForwardedHeader::default(),
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
         }
     }
 }
@@ -77,6 +98,11 @@ impl Server {
     /// The metrics listener address, if metrics are enabled (validated by [`Config::validate`]).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listen.parse().ok()
+    }
+
+    /// The trusted proxies, ready to use.
+    pub fn proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(&self.trusted_proxies, self.trusted_proxy_header)
     }
 
     /// Certificate and key paths when TLS is configured.
@@ -193,8 +219,14 @@ impl Default for Registry {
 pub struct Limits {
     /// 0 disables the limit.
     pub failed_exchanges_per_minute_per_ip: u32,
-    /// 0 disables the limit.
+    /// Counted only for identities the robot trusts. 0 disables the limit.
     pub exchanges_per_minute_per_robot: u32,
+    /// Failed `/v2/auth` logins per client address. 0 disables the limit.
+    pub failed_registry_logins_per_minute_per_ip: u32,
+    /// Memory the robot-policy cache may use, estimated from the entries' sizes.
+    pub robot_cache_bytes: u64,
+    /// Memory the issuers' key cache may use, estimated from the parsed keys' sizes.
+    pub jwks_cache_bytes: u64,
 }
 
 impl Default for Limits {
@@ -202,6 +234,9 @@ impl Default for Limits {
         Self {
             failed_exchanges_per_minute_per_ip: 60,
             exchanges_per_minute_per_robot: 600,
+            failed_registry_logins_per_minute_per_ip: 60,
+            robot_cache_bytes: 64 * 1024 * 1024,
+            jwks_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -353,6 +388,11 @@ impl Config {
                     "federation.allowed_issuers: {pattern:?} must start with https://"
                 )));
             }
+            if Url::parse(pattern).map_or(true, |u| u.host_str().is_none()) {
+                return Err(ConfigError::new(format!(
+                    "federation.allowed_issuers: {pattern:?} is not a URL (pattern) with a host"
+                )));
+            }
         }
         crate::oidc::trust::check_settings(&f.issuers, f.allow_http_issuers)
             .map_err(ConfigError::new)?;
@@ -362,6 +402,11 @@ impl Config {
             ));
         }
         for (key, value) in [
+            ("server.max_connections", s.max_connections as u64),
+            ("server.header_timeout_seconds", s.header_timeout_seconds),
+            ("server.body_timeout_seconds", s.body_timeout_seconds),
+            ("limits.robot_cache_bytes", self.limits.robot_cache_bytes),
+            ("limits.jwks_cache_bytes", self.limits.jwks_cache_bytes),
             ("federation.token_ttl_seconds", f.token_ttl_seconds),
             ("federation.fetch_timeout_ms", f.fetch_timeout_ms),
             ("federation.max_document_bytes", f.max_document_bytes as u64),

@@ -2,146 +2,24 @@
 //! token. It sequences the checks of [`crate::oidc`] around the key cache, the robot cache, the
 //! replay store and the rate limits; both HTTP forms (`api::exchange`, `api::sts`) call it.
 //!
-//! The warm path (robot cached, issuer keys cached) touches the database once: the replay record.
+//! The warm path (robot cached in [`crate::robot_cache`], issuer keys cached) touches the
+//! database once: the replay record.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
-use crate::names;
 use crate::oidc::jws;
-use crate::oidc::policy::{FederationEntry, Interner, matching_entry};
+use crate::oidc::policy::{FederationEntry, matching_entry};
 use crate::oidc::trust::issuer_accepts;
 use crate::oidc::verify::{self, Claims};
 use crate::oidc::{Refusal, RefusalCode, issuer_allowed, same_issuer};
+use crate::robot_cache::RobotPolicy;
 use crate::shared::limits::Limited;
-use crate::store::StoreError;
-
-/// How long a robot's federation policy may be served from memory without a change
-/// notification (a safety net; changes made through this gateway invalidate at once).
-const ROBOT_CACHE_TTL: Duration = Duration::from_secs(60);
-const ROBOT_CACHE_CAPACITY: usize = 200_000;
-
-/// What the exchange needs to know about a robot, cached in memory. Kept small: at 100,000
-/// robots every byte here is 100 kB of resident memory (README, "Performance").
-#[derive(Debug)]
-pub struct RobotPolicy {
-    pub robot_id: i64,
-    pub revision: i64,
-    pub entries: Box<[FederationEntry]>,
-}
-
-/// A cached policy and when it was read from the store.
-#[derive(Debug, Clone)]
-struct Cached {
-    loaded: Instant,
-    policy: Arc<RobotPolicy>,
-}
-
-/// Robots' policies by full name. quick_cache rather than moka: a hit is one shard read lock,
-/// and an entry costs about a third of a moka entry; the TTL is checked on read instead.
-pub struct RobotCache {
-    robots: quick_cache::sync::Cache<Box<str>, Cached>,
-    /// Bumped by every invalidation; a load that began before one is not kept, since it may
-    /// have read the rows as they were before the change.
-    generation: AtomicU64,
-    strings: Interner,
-}
-
-impl std::fmt::Debug for RobotCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RobotCache")
-            .field("entries", &self.robots.len())
-            .finish()
-    }
-}
-
-impl Default for RobotCache {
-    fn default() -> Self {
-        Self {
-            robots: quick_cache::sync::Cache::new(ROBOT_CACHE_CAPACITY),
-            generation: AtomicU64::new(0),
-            strings: Interner::default(),
-        }
-    }
-}
-
-impl RobotCache {
-    /// Forgets a robot after it changed (deleted, regenerated, federation replaced).
-    pub fn invalidate(&self, full_name: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.robots.remove(full_name);
-    }
-
-    /// Forgets everything (change notices may have been missed).
-    pub fn clear(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.robots.clear();
-    }
-
-    /// The robot's policy, from memory or from the store. Concurrent misses on one robot each
-    /// read the store (two indexed reads); coalescing them would make every waiter sit out the
-    /// first one's timeout when the database is down.
-    pub async fn get(
-        &self,
-        state: &AppState,
-        full_name: &str,
-    ) -> Result<Option<Arc<RobotPolicy>>, StoreError> {
-        if !state.shared.notices_live() {
-            // Change notices from other replicas may be missed right now: read through.
-            return load_policy(state, full_name, &self.strings).await;
-        }
-        if let Some(cached) = self.robots.get(full_name)
-            && cached.loaded.elapsed() < ROBOT_CACHE_TTL
-        {
-            return Ok(Some(cached.policy)); // the warm path
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        let loaded = Instant::now();
-        // Unknown robots are not cached: the cache then holds only robots that exist, and a
-        // client guessing names pays a read per guess, bounded by the failed-exchange limit.
-        let Some(policy) = load_policy(state, full_name, &self.strings).await? else {
-            return Ok(None);
-        };
-        let cached = Cached {
-            loaded,
-            policy: policy.clone(),
-        };
-        self.robots.insert(full_name.into(), cached);
-        // Checked after inserting, so an invalidation at any point during the load wins.
-        if self.generation.load(Ordering::Acquire) != generation {
-            self.robots.remove(full_name);
-        }
-        Ok(Some(policy))
-    }
-}
-
-async fn load_policy(
-    state: &AppState,
-    full_name: &str,
-    strings: &Interner,
-) -> Result<Option<Arc<RobotPolicy>>, StoreError> {
-    // A name too long to exist is answered without asking the database.
-    let Some((namespace, short)) =
-        names::split_robot_name(full_name).filter(|_| full_name.len() <= names::MAX_NAME_LEN)
-    else {
-        return Ok(None);
-    };
-    let Some(robot) = state.store.robot(namespace, short).await? else {
-        return Ok(None);
-    };
-    let entries = state.store.federation(robot.id).await?;
-    Ok(Some(Arc::new(RobotPolicy {
-        robot_id: robot.id,
-        revision: robot.revision,
-        entries: entries.into_iter().map(|e| e.interned(strings)).collect(),
-    })))
-}
 
 /// The `fed` claim: the identity a robot token was exchanged for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -300,17 +178,6 @@ async fn run(
             format!("robot {robot_name} has no federation configuration"),
         ));
     }
-    state
-        .shared
-        .limit_hit(
-            &format!("robot:{robot_name}"),
-            config.limits.exchanges_per_minute_per_robot,
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "rate-limit count failed");
-            ExchangeError::Unavailable
-        })??;
 
     let (compact, claims) = decode(jwt)?;
     audit.issuer = Some(claims.iss.clone());
@@ -335,8 +202,32 @@ async fn run(
         .position(|e| std::ptr::eq(e, matched))
         .unwrap_or_default();
 
+    // The robot's quota counts only identities it trusts, so nobody else can use it up
+    // (garbage and other tenants' tokens count against their sender's address instead).
+    // Checked before the replay record, so a refused exchange does not burn its token, and
+    // counted after it, so replays of a used token do not count; exchanges in flight together
+    // may pass the quota by their number.
+    let quota = (
+        format!("robot:{robot_name}"),
+        config.limits.exchanges_per_minute_per_robot,
+    );
+    let unavailable = |e: crate::shared::Unavailable| {
+        tracing::error!(error = %e, "rate-limit check failed");
+        ExchangeError::Unavailable
+    };
+    state
+        .shared
+        .limit_check(&quota.0, quota.1)
+        .await
+        .map_err(unavailable)??;
+
     // Step 7: replay.
     replay_check(state, &claims, leeway).await?;
+    let _past_quota = state
+        .shared
+        .limit_hit(&quota.0, quota.1)
+        .await
+        .map_err(unavailable)?;
 
     // Immutable IDs a preset entry waits for are recorded now (without revoking anything).
     let policy =
@@ -353,7 +244,11 @@ pub(crate) async fn robot_policy(
 ) -> Result<Arc<RobotPolicy>, ExchangeError> {
     state
         .robots
-        .get(state, robot_name)
+        .get(
+            state.store.as_ref(),
+            state.shared.notices_live(),
+            robot_name,
+        )
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "robot lookup failed");
@@ -530,40 +425,61 @@ fn mint(
     })
 }
 
+/// Why a minted robot token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintedTokenError {
+    /// The token is not (or no longer) good; the message says why, for the log.
+    #[error("{0}")]
+    Refused(String),
+    /// Whether it is good cannot be told now: the robot could not be read (logged).
+    #[error("the robot cannot be read right now")]
+    Unavailable,
+}
+
 /// Checks a robot token fedgate minted: signature by a published key, `iss`, `aud`, time, and
 /// that the robot still exists with the revision the token was minted under.
 pub async fn verify_minted(
     state: &AppState,
     token: &str,
-) -> Result<(RobotTokenClaims, Arc<RobotPolicy>), String> {
-    let compact = jws::decode(token).map_err(|e| e.0.to_string())?;
-    let alg = verify::algorithm(&compact).map_err(|r| r.message)?;
+) -> Result<(RobotTokenClaims, Arc<RobotPolicy>), MintedTokenError> {
+    let refused = |why: String| MintedTokenError::Refused(why);
+    let compact = jws::decode(token).map_err(|e| refused(e.0.to_string()))?;
+    let alg = verify::algorithm(&compact).map_err(|r| refused(r.message))?;
     let keyring = state.keyring();
     verify::signature(&compact, alg, keyring.verifying_keys()).map_err(|r| {
-        r.map_or_else(
+        refused(r.map_or_else(
             || "signed by a key fedgate does not publish".to_string(),
             |r| r.message,
-        )
+        ))
     })?;
     let claims: RobotTokenClaims =
         serde_json::from_value(serde_json::Value::Object(compact.payload))
-            .map_err(|_| "not a fedgate robot token".to_string())?;
+            .map_err(|_| refused("not a fedgate robot token".into()))?;
     if claims.iss != state.config.server.public_url || claims.aud != state.registry_service {
-        return Err("issued for another gateway or service".into());
+        return Err(refused("issued for another gateway or service".into()));
     }
     let now = state.clock.unix();
     let leeway = state.config.federation.leeway_seconds as i64;
     if now > claims.exp.saturating_add(leeway) || claims.nbf > now.saturating_add(leeway) {
-        return Err("expired or not yet valid".into());
+        return Err(refused("expired or not yet valid".into()));
     }
     let policy = state
         .robots
-        .get(state, &claims.sub)
+        .get(
+            state.store.as_ref(),
+            state.shared.notices_live(),
+            &claims.sub,
+        )
         .await
-        .map_err(|e| format!("robot lookup failed: {e}"))?
-        .ok_or_else(|| "the robot no longer exists".to_string())?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "robot lookup failed");
+            MintedTokenError::Unavailable
+        })?
+        .ok_or_else(|| refused("the robot no longer exists".into()))?;
     if policy.revision != claims.rev {
-        return Err("revoked: the robot or its federation configuration changed".into());
+        return Err(refused(
+            "revoked: the robot or its federation configuration changed".into(),
+        ));
     }
     Ok((claims, policy))
 }

@@ -7,6 +7,8 @@
 //!   error bodies and the admin-API authentication.
 //! - [`api`]: one file per resource: robots, repository permissions, federation entries and
 //!   their dry run, the exchange, health.
+//! - [`exchange`]: the token exchange; [`robot_cache`]: robots' policies in memory, bounded in
+//!   bytes.
 //! - [`tokens`]: secrets fedgate creates: opaque tokens (prefix + checksum) and their at-rest
 //!   protection (AES-256-GCM sealing, keyed lookup hashes).
 //! - [`store`]: persistence traits per aggregate and their sqlx implementation (SQLite or
@@ -57,6 +59,8 @@ pub mod oidc;
 pub mod pinning;
 #[cfg(feature = "server")]
 pub mod rng;
+#[cfg(feature = "server")]
+pub mod robot_cache;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -3,7 +3,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets for the request paths, in seconds.
@@ -24,8 +24,11 @@ pub struct Metrics {
     pub exchange_duration: HistogramVec,
     /// `fedgate_jwks_fetches_total{result}`: `ok` or `error`.
     pub jwks_fetches: IntCounterVec,
-    /// `fedgate_registry_tokens_total{result}`: `ok`, `unauthorized`, `bad_request`, `unavailable`.
+    /// `fedgate_registry_tokens_total{result}`: `ok`, `unauthorized`, `bad_request`,
+    /// `rate_limited`, `unavailable`.
     pub registry_tokens: IntCounterVec,
+    /// `fedgate_cache_bytes{cache}`: `robots` or `jwks`, against `limits.*_cache_bytes`.
+    pub cache_bytes: IntGaugeVec,
 }
 
 impl Metrics {
@@ -77,6 +80,19 @@ impl Metrics {
                 "Docker registry tokens requested at /v2/auth, by result.",
                 &["result"],
             ),
+            cache_bytes: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "fedgate_cache_bytes",
+                        "Bytes held by a cache as it weighs its entries (robots, jwks); \
+                         updated every 5 s.",
+                    ),
+                    &["cache"],
+                )
+                .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+                register(&registry, Box::new(g.clone()));
+                g
+            },
             registry,
         }
     }

@@ -14,11 +14,12 @@
 use std::sync::Arc;
 
 use crate::app::AppState;
-use crate::exchange::{ExchangeError, RobotPolicy, robot_policy};
+use crate::exchange::{ExchangeError, robot_policy};
 use crate::oidc::policy::matching_entry;
 use crate::oidc::providers::{pins_from, with_pins};
 use crate::oidc::verify::Claims;
 use crate::oidc::{Refusal, RefusalCode};
+use crate::robot_cache::RobotPolicy;
 
 /// How often a lost race is decided again (each loss means the list changed under us).
 const ATTEMPTS: usize = 3;

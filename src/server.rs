@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::app::AppState;
 use crate::http::listener::{self, ServeOptions};
 use crate::http::router;
+use crate::shared;
 use crate::shutdown::{Shutdown, Stop};
 
 /// How often the keyring directory is checked for `keys rotate` and `keys activate` (staged
@@ -48,6 +49,10 @@ pub async fn run(
         ))
     });
     let maintenance = tokio::spawn(maintain(state.clone(), stopped(stop_rx.clone())));
+    let changes = tokio::spawn(shared::changes::follow(
+        state.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let notices = state.shared.redis().cloned().map(|redis| {
         let (on_notice, on_gap) = (state.clone(), state.clone());
         let stop = stopped(stop_rx.clone());
@@ -90,6 +95,7 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = maintenance.await;
+    let _ = changes.await;
     if let Some(task) = notices {
         let _ = task.await;
     }
@@ -97,7 +103,8 @@ pub async fn run(
     state.store.close().await;
 }
 
-/// Background upkeep until `stop`: pick up rotated signing keys, drop expired replay records.
+/// Background upkeep until `stop`: pick up rotated signing keys, report the caches' sizes,
+/// drop expired replay records and old entries of the change log.
 async fn maintain(state: AppState, stop: impl Future<Output = ()>) {
     let mut keyring_tick = tokio::time::interval(KEYRING_CHECK);
     let mut purge_tick = tokio::time::interval(REPLAY_PURGE);
@@ -109,12 +116,19 @@ async fn maintain(state: AppState, stop: impl Future<Output = ()>) {
                 if let Err(e) = state.reload_keyring() {
                     tracing::error!(error = %e, "cannot reload the signing keyring; keeping the current one");
                 }
+                let bytes = &state.metrics.cache_bytes;
+                let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                bytes.with_label_values(&["robots"]).set(gauge(state.robots.weight()));
+                bytes.with_label_values(&["jwks"]).set(gauge(state.key_cache.weight()));
             }
             _ = purge_tick.tick() => {
                 match state.store.purge_replay_records(state.clock.unix()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(purged = n, "expired replay records removed"),
                     Err(e) => tracing::warn!(error = %e, "cannot purge replay records"),
+                }
+                if let Err(e) = state.store.purge_changes(shared::changes::KEEP).await {
+                    tracing::warn!(error = %e, "cannot purge the change log");
                 }
             }
         }

@@ -23,29 +23,52 @@ const TAG: &str = "federation";
 
 /// At most this many entries per robot.
 pub const MAX_ENTRIES: usize = 50;
-const MAX_FIELD_CHARS: usize = 1024;
+/// Sizes are bounded in bytes, which is what memory and matching time are counted in whatever
+/// the characters (docs/security.md, "Limits"): a robot's list costs at most about
+/// `MAX_LIST_BYTES` in the robot cache, and one match of a pattern is linear in it.
+const MAX_ISSUER_BYTES: usize = 512;
+/// `subject` and condition values.
+const MAX_PATTERN_BYTES: usize = 1024;
 const MAX_AUDIENCES: usize = 20;
+const MAX_AUDIENCE_BYTES: usize = 512;
 const MAX_CONDITIONS: usize = 20;
+const MAX_CLAIM_NAME_BYTES: usize = 128;
+/// The whole list, as JSON.
+const MAX_LIST_BYTES: usize = 64 * 1024;
 
 const MISSING_FIELDS: &str = "Missing one or more required fields (issuer, subject)";
-const CONDITIONS_SHAPE: &str =
-    "conditions must map claim names to string patterns, or to lists of 1 to 20 of them";
+const CONDITIONS_SHAPE: &str = "conditions must map claim names to string patterns of at most \
+     1024 bytes, or to lists of 1 to 20 of them";
 
 fn text_field<'a>(
     item: &'a serde_json::Map<String, Value>,
     name: &str,
+    max_bytes: usize,
 ) -> Result<Option<&'a str>, ApiError> {
     match item.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s.chars().count() > MAX_FIELD_CHARS => {
-            Err(ApiError::bad_request(format!(
-                "{name} may be at most {MAX_FIELD_CHARS} characters"
-            )))
-        }
+        Some(Value::String(s)) if s.len() > max_bytes => Err(ApiError::bad_request(format!(
+            "{name} may be at most {max_bytes} bytes"
+        ))),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
     }
+}
+
+/// A condition's claim name: a dotted name or a JSON Pointer (see `oidc::policy::claim`).
+fn check_claim_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > MAX_CLAIM_NAME_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "condition names must be 1 to {MAX_CLAIM_NAME_BYTES} bytes"
+        )));
+    }
+    if name.starts_with('/') && !crate::oidc::policy::is_json_pointer(name) {
+        return Err(ApiError::bad_request(format!(
+            "condition name {name:?} is not a JSON Pointer (~ must be followed by 0 or 1)"
+        )));
+    }
+    Ok(())
 }
 
 /// Validates the POST body into entries; unknown keys are dropped, as Quay does.
@@ -71,9 +94,10 @@ fn parse_entries(state: &AppState, body: &Value) -> Result<Vec<FederationEntry>,
             Err(message) => return Err(ApiError::bad_request(message)),
         };
         let item = expanded.as_ref().unwrap_or(item);
-        let (Some(issuer), Some(subject)) =
-            (text_field(item, "issuer")?, text_field(item, "subject")?)
-        else {
+        let (Some(issuer), Some(subject)) = (
+            text_field(item, "issuer", MAX_ISSUER_BYTES)?,
+            text_field(item, "subject", MAX_PATTERN_BYTES)?,
+        ) else {
             return Err(ApiError::bad_request(MISSING_FIELDS));
         };
         trust::check_issuer(issuer, federation.allow_http_issuers)
@@ -83,36 +107,37 @@ fn parse_entries(state: &AppState, body: &Value) -> Result<Vec<FederationEntry>,
                 "Issuer is not allowed by this gateway",
             ));
         }
+        let audiences_error = || {
+            ApiError::bad_request(format!(
+                "audiences must be a list of non-empty strings of at most {MAX_AUDIENCE_BYTES} bytes"
+            ))
+        };
         let audiences = match item.get("audiences") {
             None | Some(Value::Null) => Box::default(),
             Some(Value::Array(list)) => list
                 .iter()
                 .map(|a| {
                     a.as_str()
-                        .filter(|a| !a.is_empty() && a.len() <= MAX_FIELD_CHARS)
+                        .filter(|a| !a.is_empty() && a.len() <= MAX_AUDIENCE_BYTES)
                         .map(Into::into)
                 })
                 .collect::<Option<_>>()
-                .ok_or_else(|| {
-                    ApiError::bad_request("audiences must be a list of non-empty strings")
-                })?,
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "audiences must be a list of non-empty strings",
-                ));
-            }
+                .ok_or_else(audiences_error)?,
+            Some(_) => return Err(audiences_error()),
         };
         let conditions = match item.get("conditions") {
             None | Some(Value::Null) => Default::default(),
-            Some(Value::Object(map)) => map
-                .iter()
-                .map(|(claim, accepted)| {
-                    Accepted::from_json(accepted, MAX_FIELD_CHARS)
-                        .filter(|_| !claim.is_empty())
-                        .map(|a| (claim.clone(), a))
-                })
-                .collect::<Option<_>>()
-                .ok_or_else(|| ApiError::bad_request(CONDITIONS_SHAPE))?,
+            Some(Value::Object(map)) => {
+                for claim in map.keys() {
+                    check_claim_name(claim)?;
+                }
+                map.iter()
+                    .map(|(claim, accepted)| {
+                        Accepted::from_json(accepted, MAX_PATTERN_BYTES).map(|a| (claim.clone(), a))
+                    })
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| ApiError::bad_request(CONDITIONS_SHAPE))?
+            }
             Some(_) => return Err(ApiError::bad_request(CONDITIONS_SHAPE)),
         };
         let entry = FederationEntry {
@@ -138,6 +163,14 @@ fn parse_entries(state: &AppState, body: &Value) -> Result<Vec<FederationEntry>,
             return Err(ApiError::bad_request("Duplicate federation config entry"));
         }
         entries.push(entry);
+    }
+    let size = serde_json::to_vec(&entries).map_or(usize::MAX, |json| json.len());
+    if size > MAX_LIST_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "A robot's federation entries may take at most {} KiB as JSON (these take {} KiB)",
+            MAX_LIST_BYTES / 1024,
+            size.div_ceil(1024)
+        )));
     }
     Ok(entries)
 }

@@ -68,7 +68,7 @@ pub async fn test(
     let name = robot.full_name();
     let policy = state
         .robots
-        .get(&state, &name)
+        .get(state.store.as_ref(), state.shared.notices_live(), &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Robot not found: {name}")))?;
     Ok(Json(dry_run(&state, &name, &policy.entries, jwt).await))
@@ -170,8 +170,17 @@ fn report(index: usize, entry: &FederationEntry, claims: &Claims, defaults: &[St
             claim,
             expected,
             received,
-        }) => json!({"check": "condition", "claim": claim, "expected": expected,
-                     "received": received, "pinned": pinned_claims(entry).contains(&claim)}),
+            ambiguous,
+        }) => {
+            let mut failed = json!({"check": "condition", "claim": claim, "expected": expected,
+                                    "received": received,
+                                    "pinned": pinned_claims(entry).contains(&claim)});
+            if ambiguous {
+                // The token holds the claim more than one way (oidc::policy::claim).
+                failed["ambiguous"] = json!(true);
+            }
+            failed
+        }
     };
     shown["matched"] = json!(false);
     shown["failed"] = failed;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 
+use crate::http::connections::is_body_timeout;
 use crate::wire;
 
 /// A successful token answer (RFC 6749 §5.1): the JSON body, never cached.
@@ -57,6 +58,8 @@ pub fn invalid_request(description: &str) -> Response {
 pub enum BodyError {
     /// Over `server.max_body_bytes`: 413.
     TooLarge,
+    /// Not in full within `server.body_timeout_seconds`: 408.
+    TimedOut,
     /// The body could not be read, or is not UTF-8: 400.
     Unreadable,
 }
@@ -68,6 +71,12 @@ impl BodyError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
                 "the request body is larger than this gateway accepts (server.max_body_bytes)",
+                None,
+            ),
+            BodyError::TimedOut => oauth_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "the request body did not arrive in time (server.body_timeout_seconds)",
                 None,
             ),
             BodyError::Unreadable => {
@@ -88,6 +97,7 @@ impl Params {
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 return Err(BodyError::TooLarge);
             }
+            Err(rejection) if is_body_timeout(&rejection) => return Err(BodyError::TimedOut),
             Err(_) => return Err(BodyError::Unreadable),
         };
         if std::str::from_utf8(&body).is_err() {

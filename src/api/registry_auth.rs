@@ -9,22 +9,31 @@
 //! `access` holds only what the robot's repository roles allow. No refresh tokens:
 //! `offline_token=true` is answered like any request (see docs/api.md).
 
+use std::net::IpAddr;
+
 use axum::Json;
 use axum::extract::{RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
 use super::exchange::{BasicCredentials, basic_credentials};
 use crate::app::AppState;
 use crate::clock::rfc3339;
-use crate::exchange::verify_minted;
+use crate::exchange::{MintedTokenError, verify_minted};
 use crate::http::ClientAddr;
 use crate::http::extract::query_pairs;
 use crate::names;
 use crate::oidc::Refusal;
+use crate::shared::limits::Limited;
+use crate::store::Role;
 use crate::tokens::opaque::{self, TokenKind};
 use crate::tokens::registry::{Access, RegistryClaims, grant, parse_scopes, repository_in};
+
+/// Scopes one token request may ask for. Clients ask for one to three (a push with a
+/// cross-repository blob mount is two); each costs a permission read and a line of the
+/// token, so a request with thousands is refused rather than served.
+pub const MAX_SCOPES: usize = 32;
 
 /// Why a token request was not answered with a token.
 pub(super) enum Denied {
@@ -32,7 +41,9 @@ pub(super) enum Denied {
     Unauthorized(String),
     /// 400: the request itself is wrong.
     BadRequest(String),
-    /// 503: the database is unavailable.
+    /// 429: too many failed logins from the client's address this minute.
+    RateLimited(Limited),
+    /// 503: the database (or, for the failure count, Redis) is unavailable.
     Unavailable,
 }
 
@@ -42,6 +53,7 @@ impl Denied {
         match self {
             Denied::Unauthorized(_) => "unauthorized",
             Denied::BadRequest(_) => "bad_request",
+            Denied::RateLimited(_) => "rate_limited",
             Denied::Unavailable => "unavailable",
         }
     }
@@ -56,6 +68,8 @@ pub(super) struct TokenRequest<'a> {
     pub params: &'a [(String, String)],
     /// The client's address, for the audit line.
     pub client: String,
+    /// The same, for the limit of failed logins per address.
+    pub client_ip: Option<IpAddr>,
 }
 
 impl TokenRequest<'_> {
@@ -94,7 +108,7 @@ pub struct RegistryErrors<'a> {
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct RegistryError<'a> {
-    /// `UNAUTHORIZED`, `DENIED` or `UNAVAILABLE`.
+    /// `UNAUTHORIZED`, `DENIED`, `TOOMANYREQUESTS` or `UNAVAILABLE`.
     code: &'a str,
     message: &'a str,
 }
@@ -140,15 +154,49 @@ async fn authenticate(
         }
         return Ok((robot.id, user.to_string()));
     }
-    // Otherwise it must be a robot token fedgate minted for this robot.
-    let (claims, policy) = verify_minted(state, password).await.map_err(|why| {
-        tracing::debug!(robot = %user, why, "minted token refused");
-        unauthorized()
+    // Otherwise it must be a robot token fedgate minted for this robot. Whether it is good
+    // may not be knowable right now (the robot unreadable): that is 503, not a wrong password.
+    let (claims, policy) = verify_minted(state, password).await.map_err(|e| match e {
+        MintedTokenError::Unavailable => Denied::Unavailable,
+        MintedTokenError::Refused(why) => {
+            tracing::debug!(robot = %user, why, "minted token refused");
+            unauthorized()
+        }
     })?;
     if claims.sub != user {
         return Err(unauthorized());
     }
     Ok((policy.robot_id, user.to_string()))
+}
+
+/// [`authenticate`], within the limit of failed logins per client address: refused at once
+/// while the address is over it, and counted when credentials were given but were wrong
+/// (a request without any costs nothing to answer, and clients send one first).
+async fn authenticate_limited(
+    state: &AppState,
+    request: &TokenRequest<'_>,
+) -> Result<(i64, String), Denied> {
+    let limit = state.config.limits.failed_registry_logins_per_minute_per_ip;
+    let key = request.client_ip.map(|ip| format!("failed-login:{ip}"));
+    let unavailable = |e: crate::shared::Unavailable| {
+        tracing::error!(error = %e, "rate-limit check failed");
+        Denied::Unavailable
+    };
+    if let Some(key) = &key {
+        state
+            .shared
+            .limit_check(key, limit)
+            .await
+            .map_err(unavailable)?
+            .map_err(Denied::RateLimited)?;
+    }
+    let result = authenticate(state, request.credentials).await;
+    if let (Some(key), Ok(_), Err(Denied::Unauthorized(_))) = (&key, request.credentials, &result)
+        && let Err(e) = state.shared.limit_hit(key, limit).await
+    {
+        tracing::warn!(error = %e, "cannot count a failed registry login");
+    }
+    result
 }
 
 async fn issue(state: &AppState, request: &TokenRequest<'_>) -> Result<Issued, Denied> {
@@ -160,29 +208,44 @@ async fn issue(state: &AppState, request: &TokenRequest<'_>) -> Result<Issued, D
             "unknown service {requested:?}; this gateway serves {service:?}"
         )));
     }
-    let (robot_id, robot) = authenticate(state, request.credentials).await?;
-    let namespace = names::split_robot_name(&robot)
-        .map(|(ns, _)| ns)
-        .unwrap_or_default();
     let scopes = parse_scopes(
         params
             .iter()
             .filter(|(k, _)| k == "scope")
             .map(|(_, v)| v.as_str()),
     );
+    if scopes.len() > MAX_SCOPES {
+        return Err(Denied::BadRequest(format!(
+            "at most {MAX_SCOPES} scopes per token request (got {})",
+            scopes.len()
+        )));
+    }
+    let (robot_id, robot) = authenticate_limited(state, request).await?;
+    let namespace = names::split_robot_name(&robot)
+        .map(|(ns, _)| ns)
+        .unwrap_or_default();
     let mut access = Vec::new();
+    // One read per repository, however many scopes name it.
+    let mut roles: Vec<(&str, Option<Role>)> = Vec::new();
     for scope in &scopes {
         let Some(repository) = repository_in(scope, namespace) else {
             continue;
         };
-        let role = state
-            .store
-            .permission(robot_id, repository)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "permission lookup failed");
-                Denied::Unavailable
-            })?;
+        let role = match roles.iter().find(|(r, _)| *r == repository) {
+            Some((_, role)) => *role,
+            None => {
+                let role = state
+                    .store
+                    .permission(robot_id, repository)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "permission lookup failed");
+                        Denied::Unavailable
+                    })?;
+                roles.push((repository, role));
+                role
+            }
+        };
         if let Some(granted) = role.and_then(|role| grant(scope, role)) {
             access.push(granted);
         }
@@ -314,6 +377,7 @@ pub(super) fn record_refusal(
         (status = 200, description = "A registry token", body = RegistryToken),
         (status = 400, description = "The request is malformed", body = RegistryErrors),
         (status = 401, description = "The credentials are missing or wrong", body = RegistryErrors),
+        (status = 429, description = "Too many failed logins from this address", body = RegistryErrors),
         (status = 503, description = "The database is unavailable", body = RegistryErrors),
     ),
 )]
@@ -331,6 +395,7 @@ pub async fn token(
             .map(|c: &BasicCredentials| (c.user(), c.password())),
         params: &params,
         client: client.map(|c| c.0.0.ip().to_string()).unwrap_or_default(),
+        client_ip: client.map(|c| c.0.0.ip()),
     };
     match serve(&state, request).await {
         Ok(issued) => {
@@ -347,16 +412,31 @@ pub async fn token(
             response
         }
         Err(denied) => {
-            let (status, code, message) = match &denied {
-                Denied::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", m.as_str()),
-                Denied::BadRequest(m) => (StatusCode::BAD_REQUEST, "DENIED", m.as_str()),
+            let (status, code, message, retry_after) = match &denied {
+                Denied::Unauthorized(m) => {
+                    (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", m.as_str(), None)
+                }
+                Denied::BadRequest(m) => (StatusCode::BAD_REQUEST, "DENIED", m.as_str(), None),
+                Denied::RateLimited(l) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOOMANYREQUESTS",
+                    "too many failed logins from this address; slow down",
+                    Some(l.retry_after),
+                ),
                 Denied::Unavailable => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "UNAVAILABLE",
                     "the gateway cannot issue tokens right now; try again shortly",
+                    Some(1),
                 ),
             };
-            errors_body(status, code, message)
+            let mut response = errors_body(status, code, message);
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
         }
     }
 }

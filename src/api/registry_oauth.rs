@@ -155,7 +155,8 @@ pub async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let client = client.map(|c| c.0.0.ip().to_string()).unwrap_or_default();
+    let client_ip = client.map(|c| c.0.0.ip());
+    let client = client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let params = match read_form(&headers, body) {
         Ok(params) => params,
         Err(error) => return refuse_form(&state, &client, "", error),
@@ -175,6 +176,7 @@ pub async fn token(
         credentials: Ok((username, password)),
         params: &params.0,
         client,
+        client_ip,
     };
     match registry_auth::serve(&state, request).await {
         Ok(issued) => {
@@ -191,6 +193,12 @@ pub async fn token(
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &message, None)
         }
         Err(Denied::BadRequest(message)) => invalid_request(&message),
+        Err(Denied::RateLimited(limited)) => oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            "too many failed logins from this address; slow down",
+            Some(limited.retry_after),
+        ),
         Err(Denied::Unavailable) => oauth_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",

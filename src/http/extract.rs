@@ -8,6 +8,7 @@ use http::StatusCode;
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use super::connections::is_body_timeout;
 use super::error::{ApiError, ErrorType};
 
 /// Path parameters, percent-decoded. Text that is not UTF-8 once decoded is a 400.
@@ -72,7 +73,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 fn body_rejection(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if is_body_timeout(&rejection) {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorType::InvalidRequest,
+            "The request body did not arrive in time (server.body_timeout_seconds)",
+        )
+    } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorType::InvalidRequest,

@@ -167,12 +167,26 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Behind a trusted proxy, the client is the address its forwarded header names.
+fn resolve_client(state: &AppState, request: &mut Request) -> Option<std::net::IpAddr> {
+    let peer = request.extensions().get::<ClientAddr>()?.0;
+    if state.trusted_proxies.is_empty() {
+        return Some(peer.ip());
+    }
+    let client = state.trusted_proxies.client(peer.ip(), request.headers());
+    if client != peer.ip() {
+        let forwarded = std::net::SocketAddr::new(client, 0);
+        request.extensions_mut().insert(ClientAddr(forwarded));
+    }
+    Some(client)
+}
+
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
-    let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let client = resolve_client(&state, &mut request);
 
     let mut response = next.run(request).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED

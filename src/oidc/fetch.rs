@@ -1,6 +1,7 @@
 //! The one outbound HTTP client, for discovery documents and JWKS.
 //!
-//! Every fetch is bounded: a timeout, a size cap, no redirect to another host, TLS with the
+//! Every fetch is bounded: a timeout, a size cap, no redirect to another host (nor, unless
+//! `allow_http_issuers`, to another scheme or port of the same host), TLS with the
 //! Mozilla web roots plus `federation.extra_ca_file`, and an SSRF guard that refuses loopback,
 //! private, link-local (cloud metadata) and other non-public addresses unless
 //! `federation.allow_private_networks`. The guard runs on the resolved addresses, inside the DNS
@@ -148,18 +149,28 @@ impl Fetcher {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
 
         let timeout = Duration::from_millis(config.fetch_timeout_ms);
+        let allow_http = config.allow_http_issuers;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .dns_resolver(Arc::new(GuardedResolver {
                 allow_private: config.allow_private_networks,
             }))
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                let same_host = attempt.previous().first().map(|first| first.host_str())
-                    == Some(attempt.url().host_str());
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                let first = attempt.previous().first();
+                let target = attempt.url();
+                let same_host = first.map(|f| f.host_str()) == Some(target.host_str());
+                // A redirect may not leave TLS or go to another port (another service on the
+                // host) unless http issuers are allowed at all.
+                let same_origin = first.is_some_and(|f| {
+                    f.scheme() == target.scheme()
+                        && f.port_or_known_default() == target.port_or_known_default()
+                });
                 if attempt.previous().len() > 3 {
                     attempt.error("too many redirects")
                 } else if !same_host {
                     attempt.error("redirect to another host")
+                } else if !same_origin && !allow_http {
+                    attempt.error("redirect to another scheme or port")
                 } else {
                     attempt.follow()
                 }
@@ -259,7 +270,7 @@ fn classify(err: &reqwest::Error) -> FetchError {
         chain.push_str(&e.to_string());
         source = e.source();
     }
-    if chain.contains("non-public addresses") || chain.contains("redirect to another host") {
+    if chain.contains("non-public addresses") || chain.contains("redirect to another") {
         FetchError::Refused(chain)
     } else {
         FetchError::Unreachable(chain)

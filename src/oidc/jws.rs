@@ -28,15 +28,6 @@ pub enum Alg {
 }
 
 impl Alg {
-    pub const RSA: [Alg; 6] = [
-        Alg::RS256,
-        Alg::RS384,
-        Alg::RS512,
-        Alg::PS256,
-        Alg::PS384,
-        Alg::PS512,
-    ];
-
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "RS256" => Alg::RS256,
@@ -139,10 +130,15 @@ pub fn decode(token: &str) -> Result<Compact<'_>, Malformed> {
     })
 }
 
-/// One public key, parsed for one algorithm.
+/// One public key, parsed once.
 pub struct VerifyingKey {
     pub kid: Option<String>,
     pub alg: Alg,
+    /// An RSA key whose JWK names no `alg` may sign with any RSA algorithm. It is still parsed
+    /// once, for RS256 (what issuers that omit `alg` use, e.g. Entra ID); a token with another
+    /// RSA algorithm has the key parsed again for its verification. Parsing it for all six up
+    /// front made one issuer's 64 KiB key set take a megabyte (issue 12).
+    any_rsa_alg: bool,
     key: ParsedPublicKey,
 }
 
@@ -156,8 +152,29 @@ impl std::fmt::Debug for VerifyingKey {
 }
 
 impl VerifyingKey {
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.key.verify_sig(message, signature).is_ok()
+    /// True when a token signed with `alg` may be verified with this key.
+    pub fn accepts(&self, alg: Alg) -> bool {
+        self.alg == alg || (self.any_rsa_alg && alg.rsa_parameters().is_some())
+    }
+
+    pub fn verify(&self, alg: Alg, message: &[u8], signature: &[u8]) -> bool {
+        if alg == self.alg {
+            return self.key.verify_sig(message, signature).is_ok();
+        }
+        match alg.rsa_parameters().filter(|_| self.any_rsa_alg) {
+            // The parsed key's bytes are its SubjectPublicKeyInfo, which RSA verification reads.
+            Some(params) => signature::UnparsedPublicKey::new(params, self.key.as_ref())
+                .verify(message, signature)
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Bytes this key holds in memory, roughly: its encoding, and the parsed form (for RSA the
+    /// modulus several times over, in aws-lc's precomputed Montgomery form).
+    fn weight(&self) -> usize {
+        let encoded = self.key.as_ref().len();
+        256 + self.kid.as_ref().map_or(0, String::len) + encoded * 5
     }
 }
 
@@ -182,6 +199,23 @@ pub enum KeyLookup<'a> {
 }
 
 impl KeySet {
+    /// Bytes the set holds in memory, roughly (what the key cache weighs it at).
+    pub fn weight(&self) -> usize {
+        let keys = self
+            .by_kid
+            .iter()
+            .map(|(kid, keys)| {
+                64 + kid.len() + keys.iter().map(VerifyingKey::weight).sum::<usize>()
+            })
+            .sum::<usize>();
+        128 + keys
+            + self
+                .without_kid
+                .iter()
+                .map(VerifyingKey::weight)
+                .sum::<usize>()
+    }
+
     pub fn find(&self, kid: Option<&str>, alg: Alg) -> KeyLookup<'_> {
         let candidates: &[VerifyingKey] = match kid {
             Some(kid) => match self.by_kid.get(kid) {
@@ -196,7 +230,7 @@ impl KeySet {
         };
         candidates
             .iter()
-            .find(|k| k.alg == alg)
+            .find(|k| k.accepts(alg))
             .map_or(KeyLookup::WrongAlgorithm, KeyLookup::Found)
     }
 }
@@ -237,14 +271,13 @@ pub fn parse_jwks(document: &[u8]) -> Result<KeySet, String> {
         let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
             continue;
         };
-        let keys = parse_jwk(&jwk);
-        if keys.is_empty() {
+        let Some(key) = parse_jwk(&jwk) else {
             continue;
-        }
+        };
         set.jwk_count += 1;
         match &jwk.kid {
-            Some(kid) => set.by_kid.entry(kid.clone()).or_default().extend(keys),
-            None => set.without_kid.extend(keys),
+            Some(kid) => set.by_kid.entry(kid.clone()).or_default().push(key),
+            None => set.without_kid.push(key),
         }
     }
     if set.jwk_count == 0 {
@@ -259,40 +292,40 @@ fn b64(field: &Option<String>) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn parse_jwk(jwk: &Jwk) -> Vec<VerifyingKey> {
+/// The key a JWK describes, parsed once, if fedgate can verify signatures with it.
+fn parse_jwk(jwk: &Jwk) -> Option<VerifyingKey> {
     if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
-        return Vec::new();
+        return None;
     }
     let declared = match jwk.alg.as_deref() {
-        Some(name) => match Alg::parse(name) {
-            Some(alg) => Some(alg),
-            None => return Vec::new(),
-        },
+        Some(name) => Some(Alg::parse(name)?),
         None => None,
     };
     let allowed = |alg: Alg| declared.is_none_or(|d| d == alg);
     let make = |alg: Alg, key: ParsedPublicKey| VerifyingKey {
         kid: jwk.kid.clone(),
         alg,
+        any_rsa_alg: false,
         key,
     };
     match (jwk.kty.as_str(), jwk.crv.as_deref()) {
         ("RSA", _) => {
             let (Some(n), Some(e)) = (b64(&jwk.n), b64(&jwk.e)) else {
-                return Vec::new();
+                return None;
             };
-            let components = RsaPublicKeyComponents { n: &n, e: &e };
-            Alg::RSA
-                .into_iter()
-                .filter(|alg| allowed(*alg))
-                .filter_map(|alg| {
-                    let params = alg.rsa_parameters()?;
-                    components
-                        .to_parsed_public_key(params)
-                        .ok()
-                        .map(|k| make(alg, k))
-                })
-                .collect()
+            let alg = match declared {
+                Some(alg) if alg.rsa_parameters().is_some() => alg,
+                Some(_) => return None,
+                None => Alg::RS256,
+            };
+            let params = alg.rsa_parameters()?;
+            let key = RsaPublicKeyComponents { n: &n, e: &e }
+                .to_parsed_public_key(params)
+                .ok()?;
+            Some(VerifyingKey {
+                any_rsa_alg: declared.is_none(),
+                ..make(alg, key)
+            })
         }
         ("EC", Some(crv @ ("P-256" | "P-384"))) => {
             let (alg, verification, len): (_, &'static dyn signature::VerificationAlgorithm, _) =
@@ -302,31 +335,29 @@ fn parse_jwk(jwk: &Jwk) -> Vec<VerifyingKey> {
                     (Alg::ES384, &signature::ECDSA_P384_SHA384_FIXED, 48)
                 };
             let (Some(x), Some(y)) = (b64(&jwk.x), b64(&jwk.y)) else {
-                return Vec::new();
+                return None;
             };
             if !allowed(alg) || x.len() != len || y.len() != len {
-                return Vec::new();
+                return None;
             }
             let mut point = Vec::with_capacity(1 + 2 * len);
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
             ParsedPublicKey::new(verification, point)
-                .map(|k| vec![make(alg, k)])
-                .unwrap_or_default()
+                .ok()
+                .map(|k| make(alg, k))
         }
         ("OKP", Some("Ed25519")) => {
-            let Some(x) = b64(&jwk.x) else {
-                return Vec::new();
-            };
+            let x = b64(&jwk.x)?;
             if !allowed(Alg::EdDSA) || x.len() != 32 {
-                return Vec::new();
+                return None;
             }
             ParsedPublicKey::new(&signature::ED25519, x)
-                .map(|k| vec![make(Alg::EdDSA, k)])
-                .unwrap_or_default()
+                .ok()
+                .map(|k| make(Alg::EdDSA, k))
         }
-        _ => Vec::new(),
+        _ => None,
     }
 }
 
@@ -371,6 +402,50 @@ mod tests {
             b64json(serde_json::json!([1]))
         );
         assert!(decode(&array_payload).is_err());
+    }
+
+    #[test]
+    fn an_rsa_key_without_alg_is_parsed_once_and_verifies_every_rsa_algorithm() {
+        use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+        let pair = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let public = pair.public_key();
+        let b64 = |bytes: &[u8]| BASE64URL_NOPAD.encode_to_string(bytes);
+        let doc = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k",
+            "n": b64(public.modulus().big_endian_without_leading_zero()),
+            "e": b64(public.exponent().big_endian_without_leading_zero())}]});
+        let set = parse_jwks(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            set.by_kid["k"].len(),
+            1,
+            "one parsed key, not one per algorithm"
+        );
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        for (alg, padding) in [
+            (Alg::RS256, &signature::RSA_PKCS1_SHA256),
+            (Alg::RS512, &signature::RSA_PKCS1_SHA512),
+            (Alg::PS256, &signature::RSA_PSS_SHA256),
+            (Alg::PS384, &signature::RSA_PSS_SHA384),
+        ] {
+            let mut sig = vec![0u8; pair.public_modulus_len()];
+            pair.sign(padding, &rng, b"message", &mut sig).unwrap();
+            let KeyLookup::Found(key) = set.find(Some("k"), alg) else {
+                panic!("{alg:?} finds the key");
+            };
+            assert!(key.verify(alg, b"message", &sig), "{alg:?}");
+            assert!(!key.verify(alg, b"massage", &sig), "{alg:?}");
+        }
+        assert!(matches!(
+            set.find(Some("k"), Alg::ES256),
+            KeyLookup::WrongAlgorithm
+        ));
+        // Declared, the algorithm is the only one.
+        let mut declared = doc.clone();
+        declared["keys"][0]["alg"] = "PS256".into();
+        let set = parse_jwks(declared.to_string().as_bytes()).unwrap();
+        assert!(matches!(
+            set.find(Some("k"), Alg::RS256),
+            KeyLookup::WrongAlgorithm
+        ));
     }
 
     #[test]

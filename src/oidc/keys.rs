@@ -5,8 +5,11 @@
 //!   `jwks_refresh_cooldown_seconds`, however many such tokens arrive.
 //! - Key sets older than [`REFRESH_AFTER_SECONDS`] are refreshed in the background; while the
 //!   issuer fails, the last good set keeps serving for `jwks_max_stale_seconds`.
+//! - The cache is bounded in bytes (`limits.jwks_cache_bytes`, each key set weighed by its
+//!   parsed keys), and the issuers under one host may take a quarter of it ([`HostShares`]).
 //! - A failed first fetch is remembered for the cooldown, so an unreachable issuer is not
-//!   hammered by every request.
+//!   hammered by every request. Keys older than `jwks_max_stale_seconds` are refetched under
+//!   the same cooldown, by one request at a time; the others fail at once (503).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -15,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::fetch::{FetchError, Fetcher};
+use super::host_shares::HostShares;
 use super::jws::{KeySet, parse_jwks};
 use super::{Refusal, RefusalCode, discovery};
 use crate::clock::Clock;
@@ -22,8 +26,10 @@ use crate::metrics::Metrics;
 
 /// Age after which a key set is refreshed in the background.
 pub const REFRESH_AFTER_SECONDS: i64 = 300;
-/// Issuers whose keys are kept in memory at once.
-const MAX_ISSUERS: u64 = 10_000;
+/// Issuers whose failed fetch is remembered at once.
+const MAX_REMEMBERED_FAILURES: u64 = 10_000;
+/// The part of the cache's budget the issuers under one host may take (see [`HostShares`]).
+const HOST_SHARE_DIVISOR: u64 = 4;
 
 /// Where key sets come from: discovery + JWKS over HTTP in production.
 #[async_trait]
@@ -66,6 +72,8 @@ impl JwksSource for StaticJwksSource {
 /// A key set and when it was fetched.
 pub struct CachedKeys {
     pub keys: KeySet,
+    /// What the cache weighs it at: the parsed keys' bytes, roughly.
+    weight: u32,
     fetched_at: i64,
     /// Last refetch attempt, successful or not (drives the cooldown).
     attempted_at: AtomicI64,
@@ -76,6 +84,7 @@ pub struct CachedKeys {
 impl CachedKeys {
     pub fn new(keys: KeySet, now: i64) -> Self {
         Self {
+            weight: u32::try_from(keys.weight()).unwrap_or(u32::MAX),
             keys,
             fetched_at: now,
             attempted_at: AtomicI64::new(now),
@@ -96,6 +105,8 @@ impl std::fmt::Debug for CachedKeys {
 pub struct KeyCacheSettings {
     pub cooldown_seconds: i64,
     pub max_stale_seconds: i64,
+    /// Bytes the cached key sets may take (`limits.jwks_cache_bytes`).
+    pub budget_bytes: u64,
 }
 
 /// Cheap to clone.
@@ -107,6 +118,7 @@ struct Inner {
     entries: moka::future::Cache<String, Arc<CachedKeys>>,
     /// Issuers whose last fetch failed, with the reason, for the cooldown.
     failures: moka::future::Cache<String, String>,
+    hosts: Arc<HostShares>,
     clock: Arc<dyn Clock>,
     settings: KeyCacheSettings,
     metrics: Metrics,
@@ -135,15 +147,25 @@ impl KeyCache {
         metrics: Metrics,
     ) -> Self {
         let cooldown = Duration::from_secs(settings.cooldown_seconds.max(1) as u64);
+        let hosts = Arc::new(HostShares::new(settings.budget_bytes / HOST_SHARE_DIVISOR));
+        let evicted = hosts.clone();
         Self(Arc::new(Inner {
             source,
             entries: moka::future::Cache::builder()
-                .max_capacity(MAX_ISSUERS)
+                .max_capacity(settings.budget_bytes)
+                .weigher(|_issuer, keys: &Arc<CachedKeys>| keys.weight)
+                .eviction_listener(move |issuer: Arc<String>, _, cause| {
+                    // Replacements and our own removals are counted where they happen.
+                    if cause.was_evicted() {
+                        evicted.forget(&issuer);
+                    }
+                })
                 .build(),
             failures: moka::future::Cache::builder()
-                .max_capacity(MAX_ISSUERS)
+                .max_capacity(MAX_REMEMBERED_FAILURES)
                 .time_to_live(cooldown)
                 .build(),
+            hosts,
             clock,
             settings,
             metrics,
@@ -161,7 +183,12 @@ impl KeyCache {
         match result {
             Ok(keys) => {
                 self.0.failures.invalidate(issuer).await;
-                Ok(Arc::new(CachedKeys::new(keys, self.0.clock.unix())))
+                let fetched = Arc::new(CachedKeys::new(keys, self.0.clock.unix()));
+                // The issuer's host keeps to its share: its oldest other issuers make room.
+                for dropped in self.0.hosts.admit(issuer, u64::from(fetched.weight)) {
+                    self.0.entries.invalidate(&dropped).await;
+                }
+                Ok(fetched)
             }
             Err(e) => {
                 tracing::warn!(issuer, error = %e, "JWKS fetch failed");
@@ -173,6 +200,11 @@ impl KeyCache {
                 Err(why)
             }
         }
+    }
+
+    /// Bytes of key sets held now, as weighed.
+    pub fn weight(&self) -> u64 {
+        self.0.entries.weighted_size()
     }
 
     /// The issuer's keys: cached, or fetched once for all concurrent callers.
@@ -189,16 +221,16 @@ impl KeyCache {
                 }
                 return Ok(cached);
             }
-            // Too stale to trust: refetch now, or give up.
-            return self
-                .refetch(issuer, &cached, now, true)
-                .await
-                .ok_or_else(|| {
-                    unavailable(
-                        issuer,
-                        "the cached keys are older than jwks_max_stale_seconds",
-                    )
-                });
+            // Too stale to trust: refetch, but like any refetch at most once per cooldown,
+            // and without queueing behind one in progress. During an outage every other
+            // request fails at once instead of holding its connection for its own fetch.
+            if let Some(fresh) = self.refetch(issuer, &cached, now, Wait::No).await {
+                return Ok(fresh);
+            }
+            let why = self.0.failures.get(issuer).await.unwrap_or_else(|| {
+                "the cached keys are older than jwks_max_stale_seconds".to_string()
+            });
+            return Err(unavailable(issuer, &why));
         }
         if let Some(why) = self.0.failures.get(issuer).await {
             return Err(unavailable(issuer, &why));
@@ -220,24 +252,33 @@ impl KeyCache {
         if let Some(local) = self.0.source.local_keys(issuer) {
             return (!Arc::ptr_eq(&local, seen)).then_some(local);
         }
-        self.refetch(issuer, seen, self.0.clock.unix(), false).await
+        self.refetch(
+            issuer,
+            seen,
+            self.0.clock.unix(),
+            Wait::ForRefetchInProgress,
+        )
+        .await
     }
 
+    /// A newer key set than `seen`: one a concurrent refetch got, or one fetched now if the
+    /// cooldown since the last attempt has passed; `None` otherwise.
     async fn refetch(
         &self,
         issuer: &str,
         seen: &Arc<CachedKeys>,
         now: i64,
-        ignore_cooldown: bool,
+        wait: Wait,
     ) -> Option<Arc<CachedKeys>> {
-        let _guard = seen.refetching.lock().await;
+        let _guard = match wait {
+            Wait::ForRefetchInProgress => seen.refetching.lock().await,
+            Wait::No => seen.refetching.try_lock().ok()?,
+        };
         let current = self.0.entries.get(issuer).await;
         if let Some(current) = current.filter(|c| !Arc::ptr_eq(c, seen)) {
             return Some(current); // someone refetched while we waited
         }
-        let cooling =
-            now - seen.attempted_at.load(Ordering::SeqCst) < self.0.settings.cooldown_seconds;
-        if cooling && !ignore_cooldown {
+        if now - seen.attempted_at.load(Ordering::SeqCst) < self.0.settings.cooldown_seconds {
             return None;
         }
         seen.attempted_at.store(now, Ordering::SeqCst);
@@ -258,7 +299,17 @@ impl KeyCache {
         }
         let (cache, issuer, seen) = (self.clone(), issuer.to_string(), seen.clone());
         tokio::spawn(async move {
-            cache.refetch(&issuer, &seen, now, false).await;
+            cache.refetch(&issuer, &seen, now, Wait::No).await;
         });
     }
+}
+
+/// Whether a refetch waits for one already in progress (and then uses its result).
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// For a token with an unknown `kid`: a rotation's new key is worth the wait, and all
+    /// such requests share one fetch.
+    ForRefetchInProgress,
+    /// For keys too stale to use, and background refreshes: fail fast instead.
+    No,
 }

@@ -5,7 +5,8 @@
 //! - [`jws`]: compact JWS parsing and the algorithm allow-list tied to key types.
 //! - [`verify`]: signature and time checks → [`verify::VerifiedIdentity`].
 //! - [`policy`]: federation entries, `*` patterns and conditions → the entry that matched, or why none did.
-//! - [`keys`]: the per-issuer JWKS cache (single flight, kid refetch cooldown, stale-if-error).
+//! - [`keys`]: the per-issuer JWKS cache (single flight, kid refetch cooldown, stale-if-error,
+//!   bounded in bytes); [`host_shares`]: what the issuers under one host may take of it.
 //! - [`discovery`], [`fetch`]: `.well-known/openid-configuration` and the one outbound client.
 //! - [`trust`]: per-issuer trust settings (static keys, `jwks_uri`, a CA, a bearer token,
 //!   private networks) and `{tenantid}` issuer templates: how one issuer's keys are found.
@@ -14,12 +15,15 @@
 
 pub mod discovery;
 pub mod fetch;
+pub mod host_shares;
 pub mod jws;
 pub mod keys;
 pub mod policy;
 pub mod providers;
 pub mod trust;
 pub mod verify;
+
+use url::{Host, Url};
 
 /// Why an identity token was refused, with the SPEC 7.1 code and a message for the caller.
 /// Messages name the received value that failed, never another tenant's configuration.
@@ -121,57 +125,89 @@ pub fn same_issuer(a: &str, b: &str) -> bool {
 
 /// Checks an issuer against `federation.allowed_issuers`: empty allows any; otherwise an exact
 /// URL, or a pattern in which `*` stands for exactly one host label or one path segment
-/// (e.g. `https://*.example.com`, `https://gitlab.example.com/*`). One trailing `/` is ignored.
+/// (e.g. `https://*.example.com`, `https://gitlab.example.org/*`). One trailing `/` is ignored.
+///
+/// Both sides are compared as a URL parser reads them (scheme, host, port, path), never as
+/// raw text: `https://1572395042\.example.com` looks like a host under `example.com`, but is
+/// the address 93.184.216.34 with the path `/.example.com`, and that is what a fetch would use.
 pub fn issuer_allowed(patterns: &[String], issuer: &str) -> bool {
-    patterns.is_empty() || patterns.iter().any(|p| issuer_matches(p, issuer))
-}
-
-fn issuer_matches(pattern: &str, issuer: &str) -> bool {
-    let split = |url: &str| -> Option<(String, Vec<String>, Vec<String>)> {
-        let url = url.strip_suffix('/').unwrap_or(url);
-        let (scheme, rest) = url.split_once("://")?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let labels = authority.split('.').map(str::to_string).collect();
-        let segments = if path.is_empty() {
-            Vec::new()
-        } else {
-            path.split('/').map(str::to_string).collect()
-        };
-        Some((scheme.to_string(), labels, segments))
-    };
-    let (Some((ps, pl, pp)), Some((is, il, ip))) = (split(pattern), split(issuer)) else {
+    if patterns.is_empty() {
+        return true;
+    }
+    let Ok(issuer) = Url::parse(issuer) else {
         return false;
     };
-    let parts_match = |p: &[String], i: &[String]| {
-        p.len() == i.len()
-            && p.iter()
-                .zip(i)
-                .all(|(p, i)| (p == "*" && !i.is_empty()) || p == i)
+    if issuer.query().is_some()
+        || issuer.fragment().is_some()
+        || !issuer.username().is_empty()
+        || issuer.password().is_some()
+    {
+        return false;
+    }
+    patterns
+        .iter()
+        .any(|pattern| Url::parse(pattern).is_ok_and(|pattern| issuer_matches(&pattern, &issuer)))
+}
+
+fn issuer_matches(pattern: &Url, issuer: &Url) -> bool {
+    let hosts_match = match (pattern.host(), issuer.host()) {
+        (Some(Host::Domain(p)), Some(Host::Domain(i))) => parts_match(p.split('.'), i.split('.')),
+        (Some(p), Some(i)) => p == i, // IP addresses: exactly
+        _ => false,
     };
-    ps == is && parts_match(&pl, &il) && parts_match(&pp, &ip)
+    // Path segments, one trailing `/` ignored (`https://a` and `https://a/` are one issuer).
+    fn segments(url: &Url) -> impl Iterator<Item = &str> {
+        let path = url.path();
+        path.strip_suffix('/').unwrap_or(path).split('/').skip(1)
+    }
+    pattern.scheme() == issuer.scheme()
+        && pattern.port_or_known_default() == issuer.port_or_known_default()
+        && hosts_match
+        && parts_match(segments(pattern), segments(issuer))
+}
+
+/// Pattern parts against actual ones: as many, each equal, or `*` for any non-empty one.
+fn parts_match<'a>(
+    pattern: impl Iterator<Item = &'a str>,
+    actual: impl Iterator<Item = &'a str>,
+) -> bool {
+    let (pattern, actual): (Vec<_>, Vec<_>) = (pattern.collect(), actual.collect());
+    pattern.len() == actual.len()
+        && pattern
+            .iter()
+            .zip(&actual)
+            .all(|(p, a)| (*p == "*" && !a.is_empty()) || p == a)
 }
 
 /// Validates an issuer URL as a federation entry may hold it: `https://` (or `http://` when
-/// `allow_http`), a host, and no query, fragment or user info. Returns the SPEC 6 message.
-pub fn check_issuer_url(issuer: &str, allow_http: bool) -> Result<(), &'static str> {
+/// `allow_http`), a host, no query, fragment or user info, and written as a URL parser writes
+/// it (one trailing `/` aside), so that what the entry says is what gets fetched. Returns the
+/// SPEC 6 message.
+pub fn check_issuer_url(issuer: &str, allow_http: bool) -> Result<(), String> {
     if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
-        return Err("Issuer must be a URL (http:// or https://)");
+        return Err("Issuer must be a URL (http:// or https://)".into());
     }
     if issuer.starts_with("http://") && !allow_http {
         return Err(
-            "Issuer must use https:// (http:// issuers are accepted only with federation.allow_http_issuers)",
+            "Issuer must use https:// (http:// issuers are accepted only with federation.allow_http_issuers)".into(),
         );
     }
-    let url = url::Url::parse(issuer).map_err(|_| "Issuer must be a URL (http:// or https://)")?;
+    let url = Url::parse(issuer).map_err(|_| "Issuer must be a URL (http:// or https://)")?;
     if url.host_str().is_none_or(str::is_empty) {
-        return Err("Issuer URL must have a host");
+        return Err("Issuer URL must have a host".into());
     }
     if url.query().is_some()
         || url.fragment().is_some()
         || !url.username().is_empty()
         || url.password().is_some()
     {
-        return Err("Issuer URL may not contain a query, fragment or user info");
+        return Err("Issuer URL may not contain a query, fragment or user info".into());
+    }
+    if !same_issuer(url.as_str(), issuer) {
+        return Err(format!(
+            "Issuer URL must be written as a URL parser reads it: {}",
+            url.as_str().strip_suffix('/').unwrap_or(url.as_str())
+        ));
     }
     Ok(())
 }
@@ -201,6 +237,9 @@ mod tests {
             "http://ci.example.com",
             "https://gitlab.example.org/a/b",
             "https://gitlab.example.org",
+            "https://1572395042\\.example.com",
+            "https://x.example.com:8443",
+            "https://u@ci.example.com",
         ] {
             assert!(!issuer_allowed(&patterns, no), "{no}");
         }
@@ -211,9 +250,24 @@ mod tests {
     fn issuer_urls_are_validated_with_spec_messages() {
         assert!(check_issuer_url("https://token.actions.githubusercontent.com", false).is_ok());
         assert_eq!(
-            check_issuer_url("ftp://x", false),
-            Err("Issuer must be a URL (http:// or https://)")
+            check_issuer_url("ftp://x", false).unwrap_err(),
+            "Issuer must be a URL (http:// or https://)"
         );
+        for odd in [
+            "https://1572395042\\.example.com",
+            "https://Example.com",
+            "https://example.com:443",
+            "https://example.com/a/../b",
+        ] {
+            assert!(
+                check_issuer_url(odd, false)
+                    .unwrap_err()
+                    .contains("as a URL parser reads it"),
+                "{odd}"
+            );
+        }
+        assert!(check_issuer_url("https://accounts.google.com", false).is_ok());
+        assert!(check_issuer_url("https://gitlab.example.com/", false).is_ok());
         assert!(
             check_issuer_url("http://x", false)
                 .unwrap_err()

@@ -92,7 +92,7 @@ pub fn check_issuer(issuer: &str, allow_http: bool) -> Result<(), String> {
             "Issuer {issuer:?}: the only placeholder an issuer may hold is {TENANT}"
         ));
     }
-    check_issuer_url(&concrete, allow_http).map_err(str::to_string)
+    check_issuer_url(&concrete, allow_http)
 }
 
 /// One `[[federation.issuers]]` table of the configuration (file only: an array of tables

@@ -103,7 +103,9 @@ pub fn algorithm(compact: &Compact<'_>) -> Result<Alg, Refusal> {
 pub fn signature(compact: &Compact<'_>, alg: Alg, keys: &KeySet) -> Result<(), Option<Refusal>> {
     let kid = compact.header.kid.as_deref();
     match keys.find(kid, alg) {
-        KeyLookup::Found(key) if key.verify(compact.signing_input, &compact.signature) => Ok(()),
+        KeyLookup::Found(key) if key.verify(alg, compact.signing_input, &compact.signature) => {
+            Ok(())
+        }
         KeyLookup::Found(_) => Err(Some(Refusal::new(
             RefusalCode::BadSignature,
             format!(

@@ -4,8 +4,10 @@
 //! seen by every other within a second (SPEC 9).
 //!
 //! Every operation against Redis either succeeds or returns [`Unavailable`]; callers fail
-//! closed (503) rather than accept a possible replay.
+//! closed (503) rather than accept a possible replay. Change notices are the fast path only:
+//! [`changes`] follows the database's change log, which every change is written to.
 
+pub mod changes;
 pub mod limits;
 pub mod redis;
 
@@ -133,8 +135,8 @@ impl Shared {
         })
     }
 
-    /// Tells the other replicas that `robot` changed. Best effort: a replica that misses it
-    /// bypasses its cache until its subscription is back (see [`RedisShared::subscribe`]).
+    /// Tells the other replicas that `robot` changed, at once. Best effort: a notice that does
+    /// not arrive is made up for by the change log within a second ([`changes`]).
     pub async fn announce_change(&self, robot: &str) {
         let Some(redis) = &self.redis else {
             return;

@@ -4,6 +4,7 @@
 //! is a single statement or a single transaction inside the implementation, so a failed request
 //! never leaves half a change behind.
 
+mod changes;
 pub mod schema;
 mod sql;
 
@@ -222,6 +223,18 @@ pub trait FederationStore {
     ) -> StoreResult<bool>;
 }
 
+/// The log of changes to robots' cached state, in commit order (see `store::changes`).
+#[async_trait]
+pub trait ChangeStore {
+    /// The number of the latest change (0 before the first).
+    async fn latest_change(&self) -> StoreResult<i64>;
+    /// Changes numbered above `generation`, oldest first, at most `limit`, as
+    /// `(number, robot full name)`.
+    async fn changes_since(&self, generation: i64, limit: i64) -> StoreResult<Vec<(i64, String)>>;
+    /// Forgets all but the latest `keep` changes; returns how many were removed.
+    async fn purge_changes(&self, keep: i64) -> StoreResult<u64>;
+}
+
 #[async_trait]
 pub trait ReplayStore {
     /// Records `(issuer, jti)` until `expires_at`. True the first time; false while an
@@ -245,6 +258,7 @@ pub trait Store:
     + RobotStore
     + PermissionStore
     + FederationStore
+    + ChangeStore
     + ReplayStore
     + Send
     + Sync

@@ -12,6 +12,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor, Row};
 
+use super::changes::{RobotRef, record_change};
 use super::schema::{self, Migrated, SchemaError, SchemaState};
 use super::{
     ApiTokenRecord, ApiTokenStore, FederationEntry, FederationStore, Grant, NamespaceKind,
@@ -25,7 +26,7 @@ const ROBOT_COLUMNS: &str = "id, namespace, short_name, description, metadata, t
 
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
+    pub(super) pool: AnyPool,
     kind: DatabaseKind,
 }
 
@@ -335,12 +336,19 @@ impl RobotStore for SqlStore {
     }
 
     async fn delete_robot(&self, namespace: &str, short_name: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM robots WHERE namespace = $1 AND short_name = $2")
+        let mut tx = self.pool.begin().await?;
+        // Recorded first: it takes SQLite's write lock before any read, and the robot's
+        // name must still be there to read.
+        if !record_change(&mut tx, RobotRef::Name(namespace, short_name)).await? {
+            return Ok(false); // dropping the transaction rolls the counter back
+        }
+        sqlx::query("DELETE FROM robots WHERE namespace = $1 AND short_name = $2")
             .bind(namespace)
             .bind(short_name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn replace_robot_token(
@@ -350,6 +358,10 @@ impl RobotStore for SqlStore {
         token_lookup: &str,
         revision: i64,
     ) -> StoreResult<Option<Robot>> {
+        let mut tx = self.pool.begin().await?;
+        if !record_change(&mut tx, RobotRef::Id(robot_id)).await? {
+            return Ok(None);
+        }
         let sql = format!(
             "UPDATE robots SET token_sealed = $1, token_lookup = $2, revision = $3 \
              WHERE id = $4 RETURNING {ROBOT_COLUMNS}"
@@ -359,10 +371,12 @@ impl RobotStore for SqlStore {
             .bind(token_lookup)
             .bind(revision)
             .bind(robot_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| classify(e, "robot"))?;
-        row.as_ref().map(robot_from_row).transpose()
+        let robot = row.as_ref().map(robot_from_row).transpose()?;
+        tx.commit().await?;
+        Ok(robot)
     }
 
     async fn touch_robot(&self, robot_id: i64, now: Unix) -> StoreResult<()> {
@@ -502,7 +516,10 @@ impl FederationStore for SqlStore {
         revision: i64,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        // The UPDATE comes first: it takes SQLite's write lock before any read.
+        // The change record comes first: it takes SQLite's write lock before any read.
+        if !record_change(&mut tx, RobotRef::Id(robot_id)).await? {
+            return Err(StoreError::Missing("robot"));
+        }
         let updated = sqlx::query("UPDATE robots SET revision = $1 WHERE id = $2")
             .bind(revision)
             .bind(robot_id)

@@ -577,7 +577,7 @@ mod tests {
                     panic!("{alg:?}: own key not found");
                 };
                 assert!(
-                    public.verify(compact.signing_input, &compact.signature),
+                    public.verify(jws_alg, compact.signing_input, &compact.signature),
                     "{alg:?}"
                 );
             }

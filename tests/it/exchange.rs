@@ -747,7 +747,11 @@ async fn minted_tokens_are_revoked_by_changes_to_the_robot() {
         assert_eq!(reply.status, 200, "{}", reply.text);
         reply.json()["token"].as_str().unwrap().to_string()
     };
-    let accepted = async |token: &str| fedgate::exchange::verify_minted(&gw.state, token).await;
+    let accepted = async |token: &str| {
+        fedgate::exchange::verify_minted(&gw.state, token)
+            .await
+            .map_err(|e| e.to_string())
+    };
 
     let token = mint().await;
     assert!(accepted(&token).await.is_ok());

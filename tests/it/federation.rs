@@ -105,6 +105,13 @@ async fn invalid_entries_are_refused_with_spec_messages(backend: Backend) {
     let too_many: Vec<_> = (0..51)
         .map(|i| json!({"issuer": GITHUB, "subject": format!("s{i}")}))
         .collect();
+    // Fifty entries of 1.5 KiB each: every field within its own limit, the list over 64 KiB.
+    let big_list: Vec<_> = (0..50)
+        .map(|i| {
+            json!({"issuer": GITHUB, "subject": format!("{i}{}", "s".repeat(1000)),
+                        "audiences": ["a".repeat(500)]})
+        })
+        .collect();
     let fifty: Vec<_> = (0..50)
         .map(|i| json!({"issuer": GITHUB, "subject": format!("s{i}")}))
         .collect();
@@ -163,6 +170,24 @@ async fn invalid_entries_are_refused_with_spec_messages(backend: Backend) {
         ),
         (json!({"issuer": GITHUB, "subject": "x"}), "JSON array"),
         (json!(too_many), "At most 50"),
+        // Sizes count bytes: 600 three-byte characters are 1,800 bytes.
+        (
+            json!([{"issuer": GITHUB, "subject": "€".repeat(600)}]),
+            "subject may be at most 1024 bytes",
+        ),
+        (
+            json!([{"issuer": GITHUB, "subject": "x", "conditions": {"c".repeat(129): "v"}}]),
+            "condition names must be 1 to 128 bytes",
+        ),
+        (
+            json!([{"issuer": GITHUB, "subject": "x", "conditions": {"/a~2b": "v"}}]),
+            "not a JSON Pointer",
+        ),
+        (
+            json!([{"issuer": GITHUB, "subject": "x", "audiences": ["a".repeat(513)]}]),
+            "at most 512 bytes",
+        ),
+        (json!(big_list), "at most 64 KiB as JSON"),
     ] {
         let reply = gw
             .call("POST", path, Some(&token), Some(body.clone()))

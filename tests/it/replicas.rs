@@ -574,3 +574,105 @@ async fn replay_records_survive_a_redis_restart_with_the_compose_settings() {
         "a token used before the Redis restart is still a replay after it"
     );
 }
+
+/// Issue 12, item 10: with the database down, a registry login that needs it (a minted token
+/// checked at a replica that has not cached its robot) is 503, not 401: the client's
+/// credentials are fine, and a 401 would tell it to give up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_logins_during_a_database_outage_are_unavailable_not_refused() {
+    let issuer = Issuer::rsa().await;
+    let pg = PgServer::start();
+    let database = pg.fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = deployment(&database, None, &issuer, &dir.path().join("keys"));
+    admin(&env, &["migrate"]);
+    let a = Replica::start(&env, dir.path(), "a").await;
+    let b = Replica::start(&env, dir.path(), "b").await;
+    acme(&env, &a, &issuer).await;
+    let minted = exchange(&a.url, "acme+ci", &github(&issuer)).await;
+    assert_eq!(minted.status, 200, "{}", minted.text);
+    let token = minted.json()["token"].as_str().unwrap().to_string();
+    let login = async |url: &str| {
+        send(
+            reqwest::Client::new()
+                .get(format!("{url}/v2/auth?service=fedgate.test"))
+                .basic_auth("acme+ci", Some(&token)),
+        )
+        .await
+    };
+
+    pg.stop();
+    let during = login(&b.url).await;
+    assert_eq!(during.status, 503, "{}", during.text);
+    assert!(
+        during.headers.contains_key("retry-after"),
+        "{:?}",
+        during.headers
+    );
+    pg.start_again();
+    let took = eventually(Duration::from_secs(15), async || {
+        login(&b.url).await.status == 200
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "the same token works once the database is back"
+    );
+}
+
+/// Issue 12, item 11: a replica that cannot reach Redis still changes the database; its
+/// notice cannot be published, and the other replicas must not go on trusting their cached
+/// copy of the robot (the old federation list, and tokens minted under it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_notice_cannot_be_published_still_reaches_every_replica() {
+    let issuer = Issuer::rsa().await;
+    let redis = RedisServer::start();
+    let database = postgres::server().fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let env_b = deployment(&database, Some(&redis.url()), &issuer, &keys);
+    // A's Redis is unreachable (nothing listens there): its notices go nowhere.
+    let dead_redis = format!("redis://127.0.0.1:{}", crate::harness::free_port());
+    let env_a = deployment(&database, Some(&dead_redis), &issuer, &keys);
+    admin(&env_b, &["migrate"]);
+    let b = Replica::start(&env_b, dir.path(), "b").await;
+    let a = Replica::start(&env_a, dir.path(), "a").await;
+    let token = acme(&env_b, &b, &issuer).await;
+
+    // B has the robot cached, and a minted token that /v2/auth accepts.
+    let minted = exchange(&b.url, "acme+ci", &github(&issuer)).await;
+    assert_eq!(minted.status, 200, "{}", minted.text);
+    let robot_token = minted.json()["token"].as_str().unwrap().to_string();
+    let login = async || {
+        send(
+            reqwest::Client::new()
+                .get(format!("{}/v2/auth?service=fedgate.test", b.url))
+                .basic_auth("acme+ci", Some(&robot_token)),
+        )
+        .await
+        .status
+    };
+    assert_eq!(login().await, 200);
+
+    let changed = call(
+        &a.url,
+        "POST",
+        "/api/v1/organization/acme/robots/ci/federation",
+        &token,
+        Some(entries(&issuer, "repo:someone/else:*")),
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    let took = eventually(Duration::from_secs(3), async || {
+        exchange(&b.url, "acme+ci", &github(&issuer)).await.json()["error_code"]
+            == "subject_mismatch"
+            && login().await == 401
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "B still honours the old federation list 3 s after the change: {}",
+        b.logs()
+    );
+    println!("B enforced the change after {took:?}");
+}

@@ -21,7 +21,7 @@ mod kubernetes;
 
 use serde_json::{Map, Value};
 
-use super::policy::{Accepted, Conditions, FederationEntry, claim};
+use super::policy::{Accepted, ClaimLookup, Conditions, FederationEntry, claim};
 use super::trust::is_template;
 use super::verify::Claims;
 
@@ -434,8 +434,8 @@ pub fn pins_from(preset: &Preset, claims: &Claims) -> Result<Vec<(String, String
         .iter()
         .map(|name| {
             let value = match claim(&claims.all, name) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
+                ClaimLookup::Found(Value::String(s)) => s.clone(),
+                ClaimLookup::Found(Value::Number(n)) => n.to_string(),
                 _ => {
                     return Err(format!(
                         "the token has no {name} to pin, which its federation entry needs"

@@ -135,6 +135,12 @@ struct Shared {
     extra: Mutex<HashMap<String, Extra>>,
     /// Requests for a bearer-protected JWKS without the right bearer.
     unauthorized: AtomicUsize,
+    /// Every request, whatever its path (including those answered 404).
+    requests: AtomicUsize,
+    /// The JWKS served to tenants (see [`Issuer::serve_tenants`]).
+    tenant_jwks: Mutex<Option<Value>>,
+    /// Where every request is redirected to (`<base><path>`), if anywhere.
+    redirect_to: Mutex<Option<String>>,
 }
 
 /// What the issuer answers at one more path.
@@ -144,6 +150,8 @@ enum Extra {
     Discovery { issuer: String, jwks_uri: String },
     /// The published keys; only to `Authorization: Bearer <bearer>` when one is set.
     Jwks { bearer: Option<String> },
+    /// The tenants' key set ([`Issuer::serve_tenants`]).
+    TenantJwks,
 }
 
 pub struct Issuer {
@@ -159,12 +167,20 @@ pub struct Issuer {
 impl Issuer {
     /// An issuer publishing one key of each of `keys`.
     pub async fn start(keys: Vec<TestKey>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (ca_file, cert_path, key_path) =
-            super::tls::TestCa::new("fedgate test CA").write_into(dir.path(), &["127.0.0.1"]);
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST, true, keys).await
+    }
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
+    /// An issuer on `ip` (a host of its own: 127.0.0.2 is not 127.0.0.1), over HTTPS or, when
+    /// `tls` is false, plain HTTP (a downgrade target).
+    pub async fn start_on(ip: std::net::Ipv4Addr, tls: bool, keys: Vec<TestKey>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ip_text = ip.to_string();
+        let (ca_file, cert_path, key_path) =
+            super::tls::TestCa::new("fedgate test CA").write_into(dir.path(), &[&ip_text]);
+
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let shared = Arc::new(Shared {
             url: url.clone(),
             keys: Mutex::new(keys),
@@ -173,14 +189,18 @@ impl Issuer {
             jwks_hits: AtomicUsize::new(0),
             extra: Mutex::new(HashMap::new()),
             unauthorized: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            tenant_jwks: Mutex::new(None),
+            redirect_to: Mutex::new(None),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
             .route("/{*path}", get(extra))
+            .layer(axum::middleware::from_fn_with_state(shared.clone(), count))
             .with_state(shared.clone());
         let options = ServeOptions {
-            tls: Some(listener::load_tls(&cert_path, &key_path).unwrap()),
+            tls: tls.then(|| listener::load_tls(&cert_path, &key_path).unwrap()),
             grace_period: Duration::from_millis(100),
             ..ServeOptions::default()
         };
@@ -277,6 +297,37 @@ impl Issuer {
             .lock()
             .unwrap()
             .insert(path.to_string(), what);
+    }
+
+    /// Every request that reached the issuer, whatever its path.
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Serves `jwks` for the tenant issuers [`tenant`](Self::tenant) makes (many issuers on
+    /// one host, each with a key set of its own size).
+    pub fn serve_tenants(&self, jwks: Value) {
+        *self.shared.tenant_jwks.lock().unwrap() = Some(jwks);
+    }
+
+    /// Serves tenant issuer `<url>/<name>`, its discovery document and the tenants' key set,
+    /// and returns its identifier.
+    pub fn tenant(&self, name: &str) -> String {
+        let issuer = format!("{}/{name}", self.url);
+        self.serve(
+            &format!("/{name}/.well-known/openid-configuration"),
+            Extra::Discovery {
+                issuer: issuer.clone(),
+                jwks_uri: format!("{issuer}/jwks"),
+            },
+        );
+        self.serve(&format!("/{name}/jwks"), Extra::TenantJwks);
+        issuer
+    }
+
+    /// Answers every request with a 307 to `base` + the same path.
+    pub fn redirect_to(&self, base: Option<&str>) {
+        *self.shared.redirect_to.lock().unwrap() = base.map(str::to_string);
     }
 
     /// Requests for a bearer-protected JWKS that lacked the right bearer.
@@ -386,7 +437,34 @@ async fn extra(
             http::StatusCode::UNAUTHORIZED.into_response()
         }
         Some(Extra::Jwks { .. }) => jwks(State(shared)).await,
+        Some(Extra::TenantJwks) => {
+            shared.jwks_hits.fetch_add(1, Ordering::SeqCst);
+            let jwks = shared.tenant_jwks.lock().unwrap().clone();
+            match jwks {
+                Some(jwks) => axum::Json(jwks).into_response(),
+                None => http::StatusCode::NOT_FOUND.into_response(),
+            }
+        }
     }
+}
+
+/// Counts every request, and redirects it when told to.
+async fn count(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let redirect = shared.redirect_to.lock().unwrap().clone();
+    if let Some(base) = redirect {
+        let location = format!("{base}{}", request.uri().path());
+        return (
+            http::StatusCode::TEMPORARY_REDIRECT,
+            [(http::header::LOCATION, location)],
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 impl Shared {
@@ -408,4 +486,53 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
         return response;
     }
     axum::Json(shared.jwks_document()).into_response()
+}
+
+/// The issuer's own behaviour, which the issue-12 tests rely on: tenant issuers under one
+/// host, counted requests, redirects, another address, plain HTTP.
+#[tokio::test]
+async fn the_test_issuer_serves_tenants_redirects_and_plain_http() {
+    let issuer = Issuer::rsa().await;
+    let plain = Issuer::start_on([127, 0, 0, 2].into(), false, vec![TestKey::ec("ec-1")]).await;
+    assert!(plain.url.starts_with("http://127.0.0.2:"), "{}", plain.url);
+    let trusting = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(
+            std::fs::read(&issuer.ca_file).unwrap().as_slice(),
+        )
+        .unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = async |url: String| {
+        let reply = trusting.get(url).send().await.unwrap();
+        (
+            reply.status().as_u16(),
+            reply.headers().clone(),
+            reply.text().await.unwrap(),
+        )
+    };
+
+    let (status, _, _) = get(format!(
+        "{}/t1/.well-known/openid-configuration",
+        issuer.url
+    ))
+    .await;
+    assert_eq!(status, 404, "no tenant until it is served");
+    issuer.serve_tenants(json!({"keys": [issuer.key(0).jwk]}));
+    let tenant = issuer.tenant("t1");
+    let (status, _, body) = get(format!("{tenant}/.well-known/openid-configuration")).await;
+    assert_eq!(status, 200);
+    let discovery: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(discovery["issuer"], tenant.as_str());
+    let (status, _, body) = get(discovery["jwks_uri"].as_str().unwrap().to_string()).await;
+    assert_eq!((status, body.contains("rsa-1")), (200, true));
+    assert_eq!(issuer.requests(), 3);
+
+    issuer.redirect_to(Some(&plain.url));
+    let (status, headers, _) = get(format!("{}/jwks", issuer.url)).await;
+    assert_eq!(status, 307);
+    assert_eq!(headers["location"], format!("{}/jwks", plain.url).as_str());
+    let plain_jwks = reqwest::get(format!("{}/jwks", plain.url)).await.unwrap();
+    assert!(plain_jwks.text().await.unwrap().contains("ec-1"));
+    assert_eq!(plain.requests(), 1);
 }

@@ -166,7 +166,8 @@ impl Gateway {
         config.storage.database_url = database_url(backend, dir.path()).await;
         config.keys.dir = dir.path().join("keys");
         adjust(&mut config);
-        Self::serve_with_clock(config, dir, ServeOptions::default(), clock).await
+        let options = ServeOptions::from_config(&config.server);
+        Self::serve_with_clock(config, dir, options, clock).await
     }
 
     /// A gateway that trusts `issuer` the way an operator configures a private issuer.

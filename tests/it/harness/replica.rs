@@ -52,6 +52,7 @@ pub fn acme_admin(env: &[(String, String)]) -> String {
 
 pub struct Replica {
     pub url: String,
+    pub metrics_url: String,
     pub log: PathBuf,
     child: Option<Child>,
 }
@@ -76,6 +77,7 @@ impl Replica {
             .unwrap();
         let replica = Self {
             url: format!("http://127.0.0.1:{port}"),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             log,
             child: Some(child),
         };
@@ -97,6 +99,18 @@ impl Replica {
     pub fn pid(&self) -> u32 {
         // Never 0: `kill 0` would signal the whole process group, the test runner included.
         self.child.as_ref().expect("the replica is running").id()
+    }
+
+    /// The value of a metric line of `/metrics` that starts with `series` (name and labels).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let page = reqwest::get(&self.metrics_url)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        page.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
 
     pub fn logs(&self) -> String {
