@@ -405,6 +405,11 @@ impl RobotStore for SqlStore {
 #[async_trait]
 impl PermissionStore for SqlStore {
     async fn set_permission(&self, robot_id: i64, repository: &str, role: Role) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // In the change log, so every replica drops its cached roles of the robot.
+        if !record_change(&mut tx, RobotRef::Id(robot_id)).await? {
+            return Err(StoreError::Missing("robot"));
+        }
         sqlx::query(
             "INSERT INTO repository_permissions (robot_id, repository, role) VALUES ($1, $2, $3) \
              ON CONFLICT (robot_id, repository) DO UPDATE SET role = excluded.role",
@@ -412,21 +417,30 @@ impl PermissionStore for SqlStore {
         .bind(robot_id)
         .bind(repository)
         .bind(role.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| classify(e, "robot"))?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn delete_permission(&self, robot_id: i64, repository: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        if !record_change(&mut tx, RobotRef::Id(robot_id)).await? {
+            return Ok(false);
+        }
         let done = sqlx::query(
             "DELETE FROM repository_permissions WHERE robot_id = $1 AND repository = $2",
         )
         .bind(robot_id)
         .bind(repository)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false); // nothing changed: dropping the transaction leaves no change
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn permission(&self, robot_id: i64, repository: &str) -> StoreResult<Option<Role>> {
