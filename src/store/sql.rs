@@ -13,6 +13,7 @@ use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor, Row};
 
 use super::changes::{RobotRef, record_change};
+use super::replay_batch::ReplayWriter;
 use super::schema::{self, Migrated, SchemaError, SchemaState};
 use super::{
     ApiTokenRecord, ApiTokenStore, FederationEntry, FederationStore, Grant, NamespaceKind,
@@ -28,6 +29,8 @@ const ROBOT_COLUMNS: &str = "id, namespace, short_name, description, metadata, t
 pub struct SqlStore {
     pub(super) pool: AnyPool,
     kind: DatabaseKind,
+    /// Replay records go through one writer, in groups (started on first use).
+    replays: std::sync::OnceLock<ReplayWriter>,
 }
 
 impl SqlStore {
@@ -62,7 +65,11 @@ impl SqlStore {
                 .execute(&pool)
                 .await?;
         }
-        Ok(Self { pool, kind })
+        Ok(Self {
+            pool,
+            kind,
+            replays: std::sync::OnceLock::new(),
+        })
     }
 
     /// Where the schema stands against this binary's migrations (reads only).
@@ -632,19 +639,10 @@ impl ReplayStore for SqlStore {
         expires_at: Unix,
         now: Unix,
     ) -> StoreResult<bool> {
-        // Inserts, or takes over an expired record; a live record makes this a no-op.
-        let done = sqlx::query(
-            "INSERT INTO replay_records (issuer, jti, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
-             WHERE replay_records.expires_at < $4",
-        )
-        .bind(issuer)
-        .bind(jti)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.replays
+            .get_or_init(|| ReplayWriter::start(self.pool.clone()))
+            .record_once(issuer, jti, expires_at, now)
+            .await
     }
 
     async fn purge_replay_records(&self, now: Unix) -> StoreResult<u64> {
