@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+use crate::minted_cache::MintedCache;
 use crate::oidc::jws;
 use crate::oidc::policy::{FederationEntry, matching_entry};
 use crate::oidc::trust::issuer_accepts;
@@ -441,23 +442,34 @@ pub enum MintedTokenError {
 pub async fn verify_minted(
     state: &AppState,
     token: &str,
-) -> Result<(RobotTokenClaims, Arc<RobotPolicy>), MintedTokenError> {
+) -> Result<(Arc<RobotTokenClaims>, Arc<RobotPolicy>), MintedTokenError> {
     let refused = |why: String| MintedTokenError::Refused(why);
-    let compact = jws::decode(token).map_err(|e| refused(e.0.to_string()))?;
-    let alg = verify::algorithm(&compact).map_err(|r| refused(r.message))?;
     let keyring = state.keyring();
-    verify::signature(&compact, alg, keyring.verifying_keys()).map_err(|r| {
-        refused(r.map_or_else(
-            || "signed by a key fedgate does not publish".to_string(),
-            |r| r.message,
-        ))
-    })?;
-    let claims: RobotTokenClaims =
-        serde_json::from_value(serde_json::Value::Object(compact.payload))
-            .map_err(|_| refused("not a fedgate robot token".into()))?;
-    if claims.iss != state.config.server.public_url || claims.aud != state.registry_service {
-        return Err(refused("issued for another gateway or service".into()));
-    }
+    // A token whose signature this keyring already checked is not checked again.
+    let digest = MintedCache::digest(token);
+    let claims = match state.minted.get(&digest, &keyring) {
+        Some(claims) => claims,
+        None => {
+            let compact = jws::decode(token).map_err(|e| refused(e.0.to_string()))?;
+            let alg = verify::algorithm(&compact).map_err(|r| refused(r.message))?;
+            verify::signature(&compact, alg, keyring.verifying_keys()).map_err(|r| {
+                refused(r.map_or_else(
+                    || "signed by a key fedgate does not publish".to_string(),
+                    |r| r.message,
+                ))
+            })?;
+            let claims: RobotTokenClaims =
+                serde_json::from_value(serde_json::Value::Object(compact.payload))
+                    .map_err(|_| refused("not a fedgate robot token".into()))?;
+            if claims.iss != state.config.server.public_url || claims.aud != state.registry_service
+            {
+                return Err(refused("issued for another gateway or service".into()));
+            }
+            let claims = Arc::new(claims);
+            state.minted.insert(digest, claims.clone(), &keyring);
+            claims
+        }
+    };
     let now = state.clock.unix();
     let leeway = state.config.federation.leeway_seconds as i64;
     if now > claims.exp.saturating_add(leeway) || claims.nbf > now.saturating_add(leeway) {
