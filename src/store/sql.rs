@@ -13,6 +13,7 @@ use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor, Row};
 
 use super::changes::{RobotRef, record_change};
+use super::checkpoint;
 use super::replay_batch::ReplayWriter;
 use super::schema::{self, Migrated, SchemaError, SchemaState};
 use super::{
@@ -54,6 +55,8 @@ impl SqlStore {
                         // key, rows it then caches itself, and the kernel caches the file;
                         // eight default caches were 14 MiB at 100,000 robots (the scale bench).
                         conn.execute("PRAGMA cache_size = -512").await?;
+                        // Checkpoints run in the background instead (`store::checkpoint`).
+                        conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
                     }
                     Ok(())
                 })
@@ -64,6 +67,7 @@ impl SqlStore {
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
                 .await?;
+            checkpoint::start(pool.clone());
         }
         Ok(Self {
             pool,
