@@ -20,6 +20,7 @@ use crate::oidc::trust::issuer_accepts;
 use crate::oidc::verify::{self, Claims};
 use crate::oidc::{Refusal, RefusalCode, issuer_allowed, same_issuer};
 use crate::robot_cache::RobotPolicy;
+use crate::shared::Admission;
 use crate::shared::limits::Limited;
 
 /// The `fed` claim: the identity a robot token was exchanged for.
@@ -208,27 +209,40 @@ async fn run(
     // Checked before the replay record, so a refused exchange does not burn its token, and
     // counted after it, so replays of a used token do not count; exchanges in flight together
     // may pass the quota by their number.
-    let quota = (
-        format!("robot:{robot_name}"),
-        config.limits.exchanges_per_minute_per_robot,
-    );
-    let unavailable = |e: crate::shared::Unavailable| {
-        tracing::error!(error = %e, "rate-limit check failed");
-        ExchangeError::Unavailable
-    };
-    state
+    // Step 7: replay. A `(iss, jti)` pair is accepted once while the token can be valid:
+    // until `exp + leeway`, the leeway the time checks allow, so a replay can never outlive
+    // its record.
+    check_jti(state, &claims)?;
+    let record = claims
+        .jti
+        .as_deref()
+        .filter(|_| config.federation.replay_protection)
+        .map(|jti| (claims.iss.as_str(), jti, claims.exp.saturating_add(leeway)));
+    let admission = state
         .shared
-        .limit_check(&quota.0, quota.1)
+        .admit(
+            &format!("robot:{robot_name}"),
+            config.limits.exchanges_per_minute_per_robot,
+            record,
+        )
         .await
-        .map_err(unavailable)??;
-
-    // Step 7: replay.
-    replay_check(state, &claims, leeway).await?;
-    let _past_quota = state
-        .shared
-        .limit_hit(&quota.0, quota.1)
-        .await
-        .map_err(unavailable)?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "rate-limit or replay record failed");
+            ExchangeError::Unavailable
+        })?;
+    match admission {
+        Admission::Admitted => {}
+        Admission::Limited(limited) => return Err(limited.into()),
+        Admission::Replayed => {
+            return Err(refuse(
+                RefusalCode::Replayed,
+                format!(
+                    "the token with jti {:?} was already used",
+                    claims.jti.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+    }
 
     // Immutable IDs a preset entry waits for are recorded now (without revoking anything).
     let policy =
@@ -354,35 +368,6 @@ pub fn check_jti(state: &AppState, claims: &Claims) -> Result<(), Refusal> {
         ));
     }
     Ok(())
-}
-
-/// A `(iss, jti)` pair is accepted once while the token can be valid: until `exp + leeway`,
-/// the same leeway the time checks allow, so a replay can never outlive its record.
-async fn replay_check(state: &AppState, claims: &Claims, leeway: i64) -> Result<(), ExchangeError> {
-    let federation = &state.config.federation;
-    check_jti(state, claims)?;
-    let Some(jti) = &claims.jti else {
-        return Ok(());
-    };
-    if !federation.replay_protection {
-        return Ok(());
-    }
-    let first_use = state
-        .shared
-        .record_once(&claims.iss, jti, claims.exp.saturating_add(leeway))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "replay record failed");
-            ExchangeError::Unavailable
-        })?;
-    if first_use {
-        Ok(())
-    } else {
-        Err(refuse(
-            RefusalCode::Replayed,
-            format!("the token with jti {jti:?} was already used"),
-        ))
-    }
 }
 
 fn mint(
