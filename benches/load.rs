@@ -444,9 +444,10 @@ impl<'a> Target<'a> {
                 repeat: true,
             },
             Password::FreshIdentityToken => {
-                // Enough for the rate seen so far (or a generous first guess), and a margin.
+                // Enough for twice the rate seen so far (or a generous first guess); unused ones are
+                // kept for the next run.
                 let rate = pace.or_else(|| self.flat_out.last().map(Outcome::rate));
-                let count = (rate.unwrap_or(12_000.0) * options.seconds * 1.3) as usize + 100;
+                let count = (rate.unwrap_or(12_000.0) * options.seconds * 2.0) as usize + 100;
                 Calls {
                     list: tokens
                         .take(count)
