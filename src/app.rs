@@ -8,6 +8,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::client_ip::TrustedProxies;
 use crate::metrics::Metrics;
+use crate::minted_cache::MintedCache;
 use crate::oidc::keys::{JwksSource, KeyCache, KeyCacheSettings};
 use crate::oidc::trust::TrustedSource;
 use crate::rng::{Rng, SystemRng};
@@ -44,6 +45,8 @@ pub struct Inner {
     pub key_cache: KeyCache,
     /// Robots' federation policies, for the exchange's warm path.
     pub robots: RobotCache,
+    /// Minted tokens whose signature was checked (`/v2/auth`).
+    pub minted: MintedCache,
     /// Replay records, rate limits and change notices (database and memory, or Redis).
     pub shared: Shared,
     /// Robots whose `last_accessed` this replica wrote this minute. The column is only
@@ -153,6 +156,7 @@ impl AppState {
             keyring: RwLock::new(Arc::new(keyring)),
             key_cache,
             robots,
+            minted: MintedCache::default(),
             draining: AtomicBool::new(false),
         })))
     }

@@ -13,12 +13,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+use crate::minted_cache::MintedCache;
 use crate::oidc::jws;
 use crate::oidc::policy::{FederationEntry, matching_entry};
 use crate::oidc::trust::issuer_accepts;
 use crate::oidc::verify::{self, Claims};
 use crate::oidc::{Refusal, RefusalCode, issuer_allowed, same_issuer};
 use crate::robot_cache::RobotPolicy;
+use crate::shared::Admission;
 use crate::shared::limits::Limited;
 
 /// The `fed` claim: the identity a robot token was exchanged for.
@@ -207,27 +209,40 @@ async fn run(
     // Checked before the replay record, so a refused exchange does not burn its token, and
     // counted after it, so replays of a used token do not count; exchanges in flight together
     // may pass the quota by their number.
-    let quota = (
-        format!("robot:{robot_name}"),
-        config.limits.exchanges_per_minute_per_robot,
-    );
-    let unavailable = |e: crate::shared::Unavailable| {
-        tracing::error!(error = %e, "rate-limit check failed");
-        ExchangeError::Unavailable
-    };
-    state
+    // Step 7: replay. A `(iss, jti)` pair is accepted once while the token can be valid:
+    // until `exp + leeway`, the leeway the time checks allow, so a replay can never outlive
+    // its record.
+    check_jti(state, &claims)?;
+    let record = claims
+        .jti
+        .as_deref()
+        .filter(|_| config.federation.replay_protection)
+        .map(|jti| (claims.iss.as_str(), jti, claims.exp.saturating_add(leeway)));
+    let admission = state
         .shared
-        .limit_check(&quota.0, quota.1)
+        .admit(
+            &format!("robot:{robot_name}"),
+            config.limits.exchanges_per_minute_per_robot,
+            record,
+        )
         .await
-        .map_err(unavailable)??;
-
-    // Step 7: replay.
-    replay_check(state, &claims, leeway).await?;
-    let _past_quota = state
-        .shared
-        .limit_hit(&quota.0, quota.1)
-        .await
-        .map_err(unavailable)?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "rate-limit or replay record failed");
+            ExchangeError::Unavailable
+        })?;
+    match admission {
+        Admission::Admitted => {}
+        Admission::Limited(limited) => return Err(limited.into()),
+        Admission::Replayed => {
+            return Err(refuse(
+                RefusalCode::Replayed,
+                format!(
+                    "the token with jti {:?} was already used",
+                    claims.jti.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+    }
 
     // Immutable IDs a preset entry waits for are recorded now (without revoking anything).
     let policy =
@@ -355,35 +370,6 @@ pub fn check_jti(state: &AppState, claims: &Claims) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// A `(iss, jti)` pair is accepted once while the token can be valid: until `exp + leeway`,
-/// the same leeway the time checks allow, so a replay can never outlive its record.
-async fn replay_check(state: &AppState, claims: &Claims, leeway: i64) -> Result<(), ExchangeError> {
-    let federation = &state.config.federation;
-    check_jti(state, claims)?;
-    let Some(jti) = &claims.jti else {
-        return Ok(());
-    };
-    if !federation.replay_protection {
-        return Ok(());
-    }
-    let first_use = state
-        .shared
-        .record_once(&claims.iss, jti, claims.exp.saturating_add(leeway))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "replay record failed");
-            ExchangeError::Unavailable
-        })?;
-    if first_use {
-        Ok(())
-    } else {
-        Err(refuse(
-            RefusalCode::Replayed,
-            format!("the token with jti {jti:?} was already used"),
-        ))
-    }
-}
-
 fn mint(
     state: &AppState,
     robot_name: &str,
@@ -441,23 +427,34 @@ pub enum MintedTokenError {
 pub async fn verify_minted(
     state: &AppState,
     token: &str,
-) -> Result<(RobotTokenClaims, Arc<RobotPolicy>), MintedTokenError> {
+) -> Result<(Arc<RobotTokenClaims>, Arc<RobotPolicy>), MintedTokenError> {
     let refused = |why: String| MintedTokenError::Refused(why);
-    let compact = jws::decode(token).map_err(|e| refused(e.0.to_string()))?;
-    let alg = verify::algorithm(&compact).map_err(|r| refused(r.message))?;
     let keyring = state.keyring();
-    verify::signature(&compact, alg, keyring.verifying_keys()).map_err(|r| {
-        refused(r.map_or_else(
-            || "signed by a key fedgate does not publish".to_string(),
-            |r| r.message,
-        ))
-    })?;
-    let claims: RobotTokenClaims =
-        serde_json::from_value(serde_json::Value::Object(compact.payload))
-            .map_err(|_| refused("not a fedgate robot token".into()))?;
-    if claims.iss != state.config.server.public_url || claims.aud != state.registry_service {
-        return Err(refused("issued for another gateway or service".into()));
-    }
+    // A token whose signature this keyring already checked is not checked again.
+    let digest = MintedCache::digest(token);
+    let claims = match state.minted.get(&digest, &keyring) {
+        Some(claims) => claims,
+        None => {
+            let compact = jws::decode(token).map_err(|e| refused(e.0.to_string()))?;
+            let alg = verify::algorithm(&compact).map_err(|r| refused(r.message))?;
+            verify::signature(&compact, alg, keyring.verifying_keys()).map_err(|r| {
+                refused(r.map_or_else(
+                    || "signed by a key fedgate does not publish".to_string(),
+                    |r| r.message,
+                ))
+            })?;
+            let claims: RobotTokenClaims =
+                serde_json::from_value(serde_json::Value::Object(compact.payload))
+                    .map_err(|_| refused("not a fedgate robot token".into()))?;
+            if claims.iss != state.config.server.public_url || claims.aud != state.registry_service
+            {
+                return Err(refused("issued for another gateway or service".into()));
+            }
+            let claims = Arc::new(claims);
+            state.minted.insert(digest, claims.clone(), &keyring);
+            claims
+        }
+    };
     let now = state.clock.unix();
     let leeway = state.config.federation.leeway_seconds as i64;
     if now > claims.exp.saturating_add(leeway) || claims.nbf > now.saturating_add(leeway) {

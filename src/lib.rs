@@ -7,8 +7,8 @@
 //!   error bodies and the admin-API authentication.
 //! - [`api`]: one file per resource: robots, repository permissions, federation entries and
 //!   their dry run, the exchange, health.
-//! - [`exchange`]: the token exchange; [`robot_cache`]: robots' policies in memory, bounded in
-//!   bytes.
+//! - [`exchange`]: the token exchange; [`robot_cache`]: robots' policies and roles in memory,
+//!   bounded in bytes; [`minted_cache`]: minted tokens whose signature `/v2/auth` checked.
 //! - [`tokens`]: secrets fedgate creates: opaque tokens (prefix + checksum) and their at-rest
 //!   protection (AES-256-GCM sealing, keyed lookup hashes).
 //! - [`store`]: persistence traits per aggregate and their sqlx implementation (SQLite or
@@ -51,6 +51,8 @@ pub mod http;
 pub mod logging;
 #[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod minted_cache;
 #[cfg(feature = "server")]
 pub mod names;
 #[cfg(feature = "server")]

@@ -1,5 +1,6 @@
 //! Robots' federation policies in memory, for the exchange's warm path and for checking minted
-//! tokens: read from the store once, then served from here until the robot changes.
+//! tokens, and their repository roles, for `/v2/auth` ([`roles`]): read from the store once,
+//! then served from here until the robot changes.
 //!
 //! Bounded in bytes, not in count: each entry weighs what its strings and slices take
 //! ([`RobotPolicy::weight`]), and the cache keeps at most `limits.robot_cache_bytes` of them,
@@ -12,6 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod roles;
+
+use self::roles::RobotRoles;
 use crate::names;
 use crate::oidc::policy::{Accepted, FederationEntry, Interner};
 use crate::oidc::providers::Preset;
@@ -64,27 +68,43 @@ impl RobotPolicy {
     }
 }
 
-/// A cached policy, when it was read from the store, and its weight (computed once).
-#[derive(Debug, Clone)]
-struct Cached {
+/// A cached value (policy or roles), when it was read from the store, and its weight
+/// (computed once).
+#[derive(Debug)]
+struct Cached<T> {
     loaded: Instant,
-    policy: Arc<RobotPolicy>,
+    value: Arc<T>,
     weight: u64,
+}
+
+impl<T> Clone for Cached<T> {
+    fn clone(&self) -> Self {
+        Self {
+            loaded: self.loaded,
+            value: self.value.clone(),
+            weight: self.weight,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct ByWeight;
 
-impl quick_cache::Weighter<Box<str>, Cached> for ByWeight {
-    fn weight(&self, _name: &Box<str>, cached: &Cached) -> u64 {
+impl<T> quick_cache::Weighter<Box<str>, Cached<T>> for ByWeight {
+    fn weight(&self, _name: &Box<str>, cached: &Cached<T>) -> u64 {
         cached.weight
     }
 }
 
+/// Roles may take `limits.robot_cache_bytes / ROLES_SHARE`, beside the policies' budget.
+const ROLES_SHARE: u64 = 4;
+
 /// Robots' policies by full name. quick_cache rather than moka: a hit is one shard read lock,
 /// and an entry costs about a third of a moka entry; the TTL is checked on read instead.
 pub struct RobotCache {
-    robots: quick_cache::sync::Cache<Box<str>, Cached, ByWeight>,
+    robots: quick_cache::sync::Cache<Box<str>, Cached<RobotPolicy>, ByWeight>,
+    /// Robots' repository roles by full name, dropped together with their policy.
+    roles: quick_cache::sync::Cache<Box<str>, Cached<RobotRoles>, ByWeight>,
     /// Bumped by every invalidation; a load that began before one is not kept, since it may
     /// have read the rows as they were before the change.
     generation: AtomicU64,
@@ -95,36 +115,46 @@ impl std::fmt::Debug for RobotCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RobotCache")
             .field("entries", &self.robots.len())
-            .field("bytes", &self.robots.weight())
+            .field("bytes", &self.weight())
             .finish()
     }
 }
 
 impl RobotCache {
-    /// A cache holding at most `budget` bytes of policies (`limits.robot_cache_bytes`).
+    /// A cache holding at most `budget` bytes of policies (`limits.robot_cache_bytes`) and a
+    /// quarter of that again of roles.
     pub fn new(budget: u64) -> Self {
         Self {
             robots: quick_cache::sync::Cache::with_weighter(EXPECTED_ROBOTS, budget, ByWeight),
+            // Only robots that log in to a registry have roles cached: a smaller table.
+            roles: quick_cache::sync::Cache::with_weighter(
+                EXPECTED_ROBOTS / 4,
+                budget / ROLES_SHARE,
+                ByWeight,
+            ),
             generation: AtomicU64::new(0),
             strings: Interner::default(),
         }
     }
 
-    /// Bytes of policies held now, as weighed.
+    /// Bytes of policies and roles held now, as weighed.
     pub fn weight(&self) -> u64 {
-        self.robots.weight()
+        self.robots.weight() + self.roles.weight()
     }
 
-    /// Forgets a robot after it changed (deleted, regenerated, federation replaced).
+    /// Forgets a robot after it changed (deleted, regenerated, federation replaced, a role
+    /// granted, changed or revoked).
     pub fn invalidate(&self, full_name: &str) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.robots.remove(full_name);
+        self.roles.remove(full_name);
     }
 
     /// Forgets everything (change notices may have been missed).
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.robots.clear();
+        self.roles.clear();
     }
 
     /// The robot's policy, from memory or from `store`. `notices_live` is false while changes
@@ -143,7 +173,7 @@ impl RobotCache {
         if let Some(cached) = self.robots.get(full_name)
             && cached.loaded.elapsed() < ROBOT_CACHE_TTL
         {
-            return Ok(Some(cached.policy)); // the warm path
+            return Ok(Some(cached.value)); // the warm path
         }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = Instant::now();
@@ -155,7 +185,7 @@ impl RobotCache {
         let cached = Cached {
             loaded,
             weight: policy.weight(full_name),
-            policy: policy.clone(),
+            value: policy.clone(),
         };
         self.robots.insert(full_name.into(), cached);
         // Checked after inserting, so an invalidation at any point during the load wins.
@@ -163,6 +193,39 @@ impl RobotCache {
             self.robots.remove(full_name);
         }
         Ok(Some(policy))
+    }
+
+    /// The repository roles of robot `robot_id`, named `full_name`, from memory or from
+    /// `store`; like [`Self::get`], every call reads the store while `notices_live` is false.
+    pub async fn roles(
+        &self,
+        store: &dyn Store,
+        notices_live: bool,
+        full_name: &str,
+        robot_id: i64,
+    ) -> Result<Arc<RobotRoles>, StoreError> {
+        if !notices_live {
+            return Ok(Arc::new(RobotRoles::load(store, robot_id).await?));
+        }
+        if let Some(cached) = self.roles.get(full_name)
+            && cached.value.robot_id == robot_id
+            && cached.loaded.elapsed() < ROBOT_CACHE_TTL
+        {
+            return Ok(cached.value); // the warm path
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let loaded = Instant::now();
+        let roles = Arc::new(RobotRoles::load(store, robot_id).await?);
+        let cached = Cached {
+            loaded,
+            weight: roles.weight(full_name),
+            value: roles.clone(),
+        };
+        self.roles.insert(full_name.into(), cached);
+        if self.generation.load(Ordering::Acquire) != generation {
+            self.roles.remove(full_name);
+        }
+        Ok(roles)
     }
 }
 

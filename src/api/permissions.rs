@@ -201,6 +201,7 @@ pub async fn set(
             crate::store::StoreError::Missing(_) => ApiError::robot_not_found(),
             other => other.into(),
         })?;
+    state.robot_changed(&robot.full_name()).await;
     audit::admin_change(
         &caller,
         "permission.set",
@@ -232,6 +233,7 @@ pub async fn delete(
             robot.full_name()
         )));
     }
+    state.robot_changed(&robot.full_name()).await;
     audit::admin_change(
         &caller,
         "permission.delete",

@@ -26,13 +26,12 @@ use crate::http::extract::query_pairs;
 use crate::names;
 use crate::oidc::Refusal;
 use crate::shared::limits::Limited;
-use crate::store::Role;
 use crate::tokens::opaque::{self, TokenKind};
 use crate::tokens::registry::{Access, RegistryClaims, grant, parse_scopes, repository_in};
 
 /// Scopes one token request may ask for. Clients ask for one to three (a push with a
-/// cross-repository blob mount is two); each costs a permission read and a line of the
-/// token, so a request with thousands is refused rather than served.
+/// cross-repository blob mount is two); each costs a role lookup and a line of the token, so
+/// a request with thousands is refused rather than served.
 pub const MAX_SCOPES: usize = 32;
 
 /// Why a token request was not answered with a token.
@@ -225,28 +224,31 @@ async fn issue(state: &AppState, request: &TokenRequest<'_>) -> Result<Issued, D
         .map(|(ns, _)| ns)
         .unwrap_or_default();
     let mut access = Vec::new();
-    // One read per repository, however many scopes name it.
-    let mut roles: Vec<(&str, Option<Role>)> = Vec::new();
+    // Every role of the robot, from memory once warm (one read when not).
+    let mut roles = None;
     for scope in &scopes {
         let Some(repository) = repository_in(scope, namespace) else {
             continue;
         };
-        let role = match roles.iter().find(|(r, _)| *r == repository) {
-            Some((_, role)) => *role,
-            None => {
-                let role = state
-                    .store
-                    .permission(robot_id, repository)
+        let roles = match &roles {
+            Some(roles) => roles,
+            None => roles.insert(
+                state
+                    .robots
+                    .roles(
+                        state.store.as_ref(),
+                        state.shared.notices_live(),
+                        &robot,
+                        robot_id,
+                    )
                     .await
                     .map_err(|e| {
                         tracing::error!(error = %e, "permission lookup failed");
                         Denied::Unavailable
-                    })?;
-                roles.push((repository, role));
-                role
-            }
+                    })?,
+            ),
         };
-        if let Some(granted) = role.and_then(|role| grant(scope, role)) {
+        if let Some(granted) = roles.role(repository).and_then(|role| grant(scope, role)) {
             access.push(granted);
         }
     }

@@ -14,7 +14,7 @@ pub mod redis;
 use std::sync::Arc;
 
 use self::limits::{Limited, RateLimiter, WINDOW_SECONDS};
-use self::redis::RedisShared;
+use self::redis::{Admitted, RedisShared};
 use crate::clock::Clock;
 use crate::store::{Store, Unix};
 
@@ -49,6 +49,21 @@ fn digest_hex(parts: &[&str]) -> String {
     data_encoding::HEXLOWER.encode(ctx.finish().as_ref())
 }
 
+/// Where Redis keeps the replay record of `(issuer, jti)`.
+fn replay_key(issuer: &str, jti: &str) -> String {
+    format!("fedgate:replay:{}", digest_hex(&[issuer, jti]))
+}
+
+/// What [`Shared::admit`] decided about an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// The token was used before.
+    Replayed,
+    /// The robot's quota for this minute is used up.
+    Limited(Limited),
+}
+
 impl Shared {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, redis: Option<RedisShared>) -> Self {
         Self {
@@ -73,7 +88,7 @@ impl Shared {
         let now = self.clock.unix();
         match &self.redis {
             Some(redis) => {
-                let key = format!("fedgate:replay:{}", digest_hex(&[issuer, jti]));
+                let key = replay_key(issuer, jti);
                 let ttl = u64::try_from(expires_at - now).unwrap_or(0).max(1);
                 redis
                     .set_once(&key, ttl)
@@ -132,6 +147,47 @@ impl Shared {
             Err(Limited { retry_after })
         } else {
             Ok(())
+        })
+    }
+
+    /// An exchange's shared-state steps, in order: refused when `quota_key` already reached
+    /// `limit` this minute (0: unlimited), so a refused exchange does not burn its token; then
+    /// `record` (issuer, jti, until) kept once ([`Self::record_once`]); then counted against
+    /// the quota, so replays of a used token do not count. With Redis, one round trip.
+    pub async fn admit(
+        &self,
+        quota_key: &str,
+        limit: u32,
+        record: Option<(&str, &str, Unix)>,
+    ) -> Result<Admission, Unavailable> {
+        let Some(redis) = self.redis.as_ref() else {
+            if let Err(limited) = self.limit_check(quota_key, limit).await? {
+                return Ok(Admission::Limited(limited));
+            }
+            if let Some((issuer, jti, until)) = record
+                && !self.record_once(issuer, jti, until).await?
+            {
+                return Ok(Admission::Replayed);
+            }
+            let _past_quota = self.limit_hit(quota_key, limit).await?;
+            return Ok(Admission::Admitted);
+        };
+        let (window_key, retry_after) = self.window_key(quota_key);
+        let quota = (limit > 0).then_some((window_key.as_str(), limit, 2 * WINDOW_SECONDS as u64));
+        let now = self.clock.unix();
+        let record_key = record.map(|(issuer, jti, until)| {
+            let ttl = u64::try_from(until - now).unwrap_or(0).max(1);
+            (replay_key(issuer, jti), ttl)
+        });
+        let replay = record_key.as_ref().map(|(key, ttl)| (key.as_str(), *ttl));
+        let admitted = redis
+            .admit(quota, replay)
+            .await
+            .map_err(|e| Unavailable(e.to_string()))?;
+        Ok(match admitted {
+            Admitted::Yes => Admission::Admitted,
+            Admitted::Replayed => Admission::Replayed,
+            Admitted::OverQuota => Admission::Limited(Limited { retry_after }),
         })
     }
 

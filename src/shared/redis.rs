@@ -18,6 +18,32 @@ pub const CHANNEL: &str = "fedgate:robot-changed";
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
 
+/// [`RedisShared::admit`]: `KEYS[1]` the quota window (`""`: none), `KEYS[2]` the replay
+/// record (`""`: none), `ARGV` the limit and the two TTLs. 1 admitted, 0 replayed, -1 over quota.
+const ADMIT: &str = r#"
+local quota, record = KEYS[1], KEYS[2]
+local limit = tonumber(ARGV[1])
+if quota ~= '' and limit > 0 and tonumber(redis.call('GET', quota) or '0') >= limit then
+  return -1
+end
+if record ~= '' and not redis.call('SET', record, 1, 'NX', 'EX', ARGV[3]) then
+  return 0
+end
+if quota ~= '' and limit > 0 then
+  redis.call('INCR', quota)
+  redis.call('EXPIRE', quota, ARGV[2])
+end
+return 1
+"#;
+
+/// What [`RedisShared::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    Yes,
+    Replayed,
+    OverQuota,
+}
+
 #[derive(Clone)]
 pub struct RedisShared {
     client: redis::Client,
@@ -95,6 +121,34 @@ impl RedisShared {
             .query_async(&mut conn)
             .await?;
         Ok(count)
+    }
+
+    /// An exchange's three steps in one round trip, atomically (a Lua script): refuse when
+    /// `quota` (key, limit, TTL) already reached its limit, record `replay` (key, TTL) with
+    /// `SET NX EX`, then count the exchange against `quota`. Either may be absent.
+    pub async fn admit(
+        &self,
+        quota: Option<(&str, u32, u64)>,
+        replay: Option<(&str, u64)>,
+    ) -> redis::RedisResult<Admitted> {
+        let mut conn = self.manager.clone();
+        let (quota_key, limit, quota_ttl) = quota.unwrap_or(("", 0, 1));
+        let (replay_key, replay_ttl) = replay.unwrap_or(("", 1));
+        let answer: i64 = redis::cmd("EVAL")
+            .arg(ADMIT)
+            .arg(2)
+            .arg(quota_key)
+            .arg(replay_key)
+            .arg(limit)
+            .arg(quota_ttl.max(1))
+            .arg(replay_ttl.max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(match answer {
+            1 => Admitted::Yes,
+            0 => Admitted::Replayed,
+            _ => Admitted::OverQuota,
+        })
     }
 
     pub async fn count(&self, key: &str) -> redis::RedisResult<u64> {

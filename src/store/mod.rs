@@ -5,6 +5,8 @@
 //! never leaves half a change behind.
 
 mod changes;
+mod checkpoint;
+mod replay_batch;
 pub mod schema;
 mod sql;
 

@@ -13,6 +13,8 @@ use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor, Row};
 
 use super::changes::{RobotRef, record_change};
+use super::checkpoint;
+use super::replay_batch::ReplayWriter;
 use super::schema::{self, Migrated, SchemaError, SchemaState};
 use super::{
     ApiTokenRecord, ApiTokenStore, FederationEntry, FederationStore, Grant, NamespaceKind,
@@ -28,6 +30,8 @@ const ROBOT_COLUMNS: &str = "id, namespace, short_name, description, metadata, t
 pub struct SqlStore {
     pub(super) pool: AnyPool,
     kind: DatabaseKind,
+    /// Replay records go through one writer, in groups (started on first use).
+    replays: std::sync::OnceLock<ReplayWriter>,
 }
 
 impl SqlStore {
@@ -51,6 +55,8 @@ impl SqlStore {
                         // key, rows it then caches itself, and the kernel caches the file;
                         // eight default caches were 14 MiB at 100,000 robots (the scale bench).
                         conn.execute("PRAGMA cache_size = -512").await?;
+                        // Checkpoints run in the background instead (`store::checkpoint`).
+                        conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
                     }
                     Ok(())
                 })
@@ -61,8 +67,13 @@ impl SqlStore {
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
                 .await?;
+            checkpoint::start(pool.clone());
         }
-        Ok(Self { pool, kind })
+        Ok(Self {
+            pool,
+            kind,
+            replays: std::sync::OnceLock::new(),
+        })
     }
 
     /// Where the schema stands against this binary's migrations (reads only).
@@ -405,6 +416,11 @@ impl RobotStore for SqlStore {
 #[async_trait]
 impl PermissionStore for SqlStore {
     async fn set_permission(&self, robot_id: i64, repository: &str, role: Role) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // In the change log, so every replica drops its cached roles of the robot.
+        if !record_change(&mut tx, RobotRef::Id(robot_id)).await? {
+            return Err(StoreError::Missing("robot"));
+        }
         sqlx::query(
             "INSERT INTO repository_permissions (robot_id, repository, role) VALUES ($1, $2, $3) \
              ON CONFLICT (robot_id, repository) DO UPDATE SET role = excluded.role",
@@ -412,21 +428,30 @@ impl PermissionStore for SqlStore {
         .bind(robot_id)
         .bind(repository)
         .bind(role.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| classify(e, "robot"))?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn delete_permission(&self, robot_id: i64, repository: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        if !record_change(&mut tx, RobotRef::Id(robot_id)).await? {
+            return Ok(false);
+        }
         let done = sqlx::query(
             "DELETE FROM repository_permissions WHERE robot_id = $1 AND repository = $2",
         )
         .bind(robot_id)
         .bind(repository)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false); // nothing changed: dropping the transaction leaves no change
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn permission(&self, robot_id: i64, repository: &str) -> StoreResult<Option<Role>> {
@@ -618,19 +643,10 @@ impl ReplayStore for SqlStore {
         expires_at: Unix,
         now: Unix,
     ) -> StoreResult<bool> {
-        // Inserts, or takes over an expired record; a live record makes this a no-op.
-        let done = sqlx::query(
-            "INSERT INTO replay_records (issuer, jti, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
-             WHERE replay_records.expires_at < $4",
-        )
-        .bind(issuer)
-        .bind(jti)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.replays
+            .get_or_init(|| ReplayWriter::start(self.pool.clone()))
+            .record_once(issuer, jti, expires_at, now)
+            .await
     }
 
     async fn purge_replay_records(&self, now: Unix) -> StoreResult<u64> {

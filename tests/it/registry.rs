@@ -152,6 +152,31 @@ async fn registry_tokens_hold_only_what_roles_allow(backend: Backend) {
         401
     );
 
+    // Roles are cached once warm, and a change to them is seen at once.
+    let pull_push = "scope=repository:acme/app:pull,push";
+    let granted = async |role: Option<&str>| {
+        let path = "/api/v1/repository/acme/app/permissions/user/acme+writer";
+        let changed = match role {
+            Some(role) => gw.call("PUT", path, Some(&admin), Some(json!({"role": role}))),
+            None => gw.call("DELETE", path, Some(&admin), None),
+        }
+        .await;
+        assert!(
+            changed.status == 200 || changed.status == 204,
+            "{}",
+            changed.text
+        );
+        let reply = v2_auth(&gw, "acme+writer", &token, pull_push).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        registry_claims(&gw, reply.json()["token"].as_str().unwrap())["access"].clone()
+    };
+    assert_eq!(granted(Some("read")).await[0]["actions"], json!(["pull"]));
+    assert_eq!(granted(None).await, json!([]));
+    assert_eq!(
+        granted(Some("write")).await[0]["actions"],
+        json!(["pull", "push"])
+    );
+
     // Bad credentials: 401 with the spec's body; never 500.
     let writer = robot_token(&gw, &admin, "writer").await;
     for (user, password) in [

@@ -676,3 +676,81 @@ async fn a_change_whose_notice_cannot_be_published_still_reaches_every_replica()
     );
     println!("B enforced the change after {took:?}");
 }
+
+/// Issue 16: `/v2/auth` with a minted token reads no database once warm (the robot's policy and
+/// roles are cached), shown by stopping PostgreSQL; and a role changed through a replica whose
+/// Redis notices go nowhere still reaches the other one (through the change log), so the cache
+/// never serves a revoked role for long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_logins_are_served_from_memory_and_role_changes_reach_every_replica() {
+    let issuer = Issuer::rsa().await;
+    let pg = PgServer::start();
+    let redis = RedisServer::start();
+    let database = pg.fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let env_b = deployment(&database, Some(&redis.url()), &issuer, &keys);
+    let dead_redis = format!("redis://127.0.0.1:{}", crate::harness::free_port());
+    let env_a = deployment(&database, Some(&dead_redis), &issuer, &keys);
+    admin(&env_b, &["migrate"]);
+    let b = Replica::start(&env_b, dir.path(), "b").await;
+    let a = Replica::start(&env_a, dir.path(), "a").await;
+    let admin_token = acme(&env_b, &b, &issuer).await;
+    let set_role = async |role: &str| {
+        let reply = call(
+            &a.url,
+            "PUT",
+            "/api/v1/repository/acme/app/permissions/user/acme+ci",
+            &admin_token,
+            Some(json!({"role": role})),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    };
+    set_role("write").await;
+    let minted = exchange(&b.url, "acme+ci", &github(&issuer)).await;
+    assert_eq!(minted.status, 200, "{}", minted.text);
+    let token = minted.json()["token"].as_str().unwrap().to_string();
+    // The actions B's registry token grants on acme/app (401/503 give None).
+    let actions = async || {
+        let reply = send(
+            reqwest::Client::new()
+                .get(format!(
+                    "{}/v2/auth?service=fedgate.test&scope=repository:acme/app:pull,push",
+                    b.url
+                ))
+                .basic_auth("acme+ci", Some(&token)),
+        )
+        .await;
+        (reply.status == 200).then(|| {
+            let jwt = reply.json()["token"].as_str().unwrap().to_string();
+            let payload = jwt.split('.').nth(1).unwrap().to_string();
+            let claims: Value = serde_json::from_slice(
+                &data_encoding::BASE64URL_NOPAD
+                    .decode(payload.as_bytes())
+                    .unwrap(),
+            )
+            .unwrap();
+            claims["access"][0]["actions"].clone()
+        })
+    };
+    assert_eq!(actions().await, Some(json!(["pull", "push"])));
+
+    // A's notice of the change is lost; the change log brings it to B.
+    set_role("read").await;
+    let took = eventually(Duration::from_secs(20), async || {
+        actions().await == Some(json!(["pull"]))
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "B still grants push after the role became read"
+    );
+
+    // Warm now: with the database stopped, B still answers from memory.
+    pg.stop();
+    for _ in 0..3 {
+        assert_eq!(actions().await, Some(json!(["pull"])));
+    }
+    pg.start_again();
+}
