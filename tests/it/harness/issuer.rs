@@ -141,6 +141,8 @@ struct Shared {
     tenant_jwks: Mutex<Option<Value>>,
     /// Where every request is redirected to (`<base><path>`), if anywhere.
     redirect_to: Mutex<Option<String>>,
+    /// Discovery and JWKS bodies are streamed (chunked, no `Content-Length`).
+    chunked: std::sync::atomic::AtomicBool,
 }
 
 /// What the issuer answers at one more path.
@@ -175,8 +177,8 @@ impl Issuer {
     pub async fn start_on(ip: std::net::Ipv4Addr, tls: bool, keys: Vec<TestKey>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ip_text = ip.to_string();
-        let (ca_file, cert_path, key_path) =
-            super::tls::TestCa::new("fedgate test CA").write_into(dir.path(), &[&ip_text]);
+        let (ca_file, cert_path, key_path) = super::tls::TestCa::new("fedgate test CA")
+            .write_into(dir.path(), &[&ip_text, "localhost"]);
 
         let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let scheme = if tls { "https" } else { "http" };
@@ -192,6 +194,7 @@ impl Issuer {
             requests: AtomicUsize::new(0),
             tenant_jwks: Mutex::new(None),
             redirect_to: Mutex::new(None),
+            chunked: std::sync::atomic::AtomicBool::new(false),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -251,7 +254,13 @@ impl Issuer {
     /// more): its discovery document and `<path>/jwks` with this issuer's keys. Returns the
     /// issuer identifier, `<url><path>`.
     pub fn serve_issuer(&self, path: &str) -> String {
-        let issuer = format!("{}{path}", self.url);
+        self.serve_issuer_at(&self.url, path)
+    }
+
+    /// As [`serve_issuer`](Self::serve_issuer), under another name for this host: `base` is
+    /// e.g. `https://localhost:<port>` (the certificate names `localhost` too).
+    pub fn serve_issuer_at(&self, base: &str, path: &str) -> String {
+        let issuer = format!("{base}{path}");
         self.serve(
             &format!("{path}/.well-known/openid-configuration"),
             Extra::Discovery {
@@ -323,6 +332,17 @@ impl Issuer {
         );
         self.serve(&format!("/{name}/jwks"), Extra::TenantJwks);
         issuer
+    }
+
+    /// The host name form of this issuer's URL: `https://localhost:<port>`.
+    pub fn localhost_url(&self) -> String {
+        self.url.replacen("127.0.0.1", "localhost", 1)
+    }
+
+    /// Streams discovery and JWKS bodies (chunked, without `Content-Length`), so a client
+    /// learns their size only by reading them.
+    pub fn set_chunked(&self, chunked: bool) {
+        self.shared.chunked.store(chunked, Ordering::SeqCst);
     }
 
     /// Answers every request with a 307 to `base` + the same path.
@@ -398,14 +418,14 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
     } else {
         shared.url.clone()
     };
-    axum::Json(json!({
+    let document = json!({
         "issuer": issuer,
         "jwks_uri": format!("{}/jwks", shared.url),
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-    }))
-    .into_response()
+    });
+    json_body(&shared, document)
 }
 
 /// The paths of [`Extra`]; anything else is 404.
@@ -422,9 +442,9 @@ async fn extra(
             if let Some(response) = misbehave(&shared).await {
                 return response;
             }
-            axum::Json(json!({"issuer": issuer, "jwks_uri": jwks_uri,
-                              "id_token_signing_alg_values_supported": ["RS256", "ES256"]}))
-            .into_response()
+            let document = json!({"issuer": issuer, "jwks_uri": jwks_uri,
+                                  "id_token_signing_alg_values_supported": ["RS256", "ES256"]});
+            json_body(&shared, document)
         }
         Some(Extra::Jwks {
             bearer: Some(bearer),
@@ -485,7 +505,22 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     if let Some(response) = misbehave(&shared).await {
         return response;
     }
-    axum::Json(shared.jwks_document()).into_response()
+    json_body(&shared, shared.jwks_document())
+}
+
+/// `value` as JSON, with a `Content-Length`, or streamed in small chunks without one.
+fn json_body(shared: &Shared, value: Value) -> Response {
+    if !shared.chunked.load(Ordering::SeqCst) {
+        return axum::Json(value).into_response();
+    }
+    let bytes = value.to_string().into_bytes();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(64).map(|c| Ok(c.to_vec())).collect();
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+        .into_response()
 }
 
 /// The issuer's own behaviour, which the issue-12 tests rely on: tenant issuers under one

@@ -1,0 +1,85 @@
+//! Issue 19, item 3: the bounds of every outbound fetch beyond IP literals. A host name that
+//! resolves to a private address (the guard inside the DNS resolver), and
+//! `max_document_bytes`, whether the issuer announces the size or streams the body.
+
+use std::sync::Arc;
+
+use fedgate::clock::{Clock, SystemClock};
+use serde_json::json;
+
+use crate::harness::issuer::{Issuer, TestKey};
+use crate::harness::{Backend, Gateway, Reply};
+
+async fn exchange_with(gw: &Gateway, issuer: &Issuer, iss: &str) -> Reply {
+    gw.federated_robot(
+        "acme",
+        "ci",
+        json!([{"issuer": iss, "subject": "repo:octo-org/octo-repo:*",
+                "audiences": ["https://github.com/octo-org"]}]),
+    )
+    .await;
+    let claims = issuer.claims_as("github-actions", iss, SystemClock.unix());
+    gw.exchange("acme+ci", &issuer.token(&claims)).await
+}
+
+/// `localhost` is a host name, so the URL check before any I/O lets it through; it resolves
+/// to 127.0.0.1 (the system resolver, `/etc/hosts`), which the resolver's guard refuses. The
+/// same issuer is reached once private networks are allowed, so nothing else stood in the way.
+#[tokio::test]
+async fn a_host_name_that_resolves_to_a_private_address_is_refused() {
+    let issuer = Issuer::rsa().await;
+    let named = issuer.serve_issuer_at(&issuer.localhost_url(), "/by-name");
+    assert!(named.starts_with("https://localhost:"), "{named}");
+    let ca = issuer.ca_file.display().to_string();
+    for allow_private in [false, true] {
+        let gw = Gateway::start_with(Backend::Sqlite, |c| {
+            c.federation.extra_ca_file = ca.clone();
+            c.federation.allow_private_networks = allow_private;
+        })
+        .await;
+        let before = issuer.requests();
+        let reply = exchange_with(&gw, &issuer, &named).await;
+        if allow_private {
+            assert_eq!(reply.status, 200, "{}", reply.text);
+        } else {
+            assert_eq!(reply.status, 503, "{}", reply.text);
+            assert_eq!(reply.json()["error_code"], "issuer_unavailable");
+            assert!(
+                reply.text.contains("resolves only to non-public addresses"),
+                "{}",
+                reply.text
+            );
+            assert_eq!(issuer.requests(), before, "nothing reached 127.0.0.1");
+        }
+    }
+}
+
+/// A key set of exactly `max_document_bytes` is read; one byte more is refused, with a
+/// `Content-Length` (refused before the body is read) and streamed (refused while reading).
+#[tokio::test]
+async fn documents_are_bounded_by_max_document_bytes() {
+    let issuer = Issuer::start(vec![TestKey::rsa("rsa-1"), TestKey::rsa("rsa-2")]).await;
+    let jwks_len = issuer.jwks_document().to_string().len();
+    for chunked in [false, true] {
+        issuer.set_chunked(chunked);
+        for (limit, accepted) in [(jwks_len, true), (jwks_len - 1, false)] {
+            let gw = Gateway::trusting(Backend::Sqlite, &issuer, Arc::new(SystemClock), |c| {
+                c.federation.max_document_bytes = limit;
+            })
+            .await;
+            let reply = exchange_with(&gw, &issuer, &issuer.url).await;
+            let case = format!("chunked {chunked}, limit {limit} for {jwks_len} bytes");
+            if accepted {
+                assert_eq!(reply.status, 200, "{case}: {}", reply.text);
+            } else {
+                assert_eq!(reply.status, 503, "{case}: {}", reply.text);
+                assert_eq!(reply.json()["error_code"], "issuer_unavailable", "{case}");
+                assert!(
+                    reply.text.contains(&format!("larger than {limit} bytes")),
+                    "{case}: {}",
+                    reply.text
+                );
+            }
+        }
+    }
+}
