@@ -9,6 +9,7 @@ mod authz;
 mod binary;
 mod change_log;
 mod claims;
+mod claims_tested;
 mod credential_helper;
 mod deploy;
 mod discovery;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use fedgate::clock::{Clock, SystemClock};
 use serde_json::json;
 
-use crate::harness::issuer::{Issuer, TestKey};
+use crate::harness::issuer::{Issuer, Mode, TestKey};
 use crate::harness::{Backend, Gateway, Reply};
 
 async fn exchange_with(gw: &Gateway, issuer: &Issuer, iss: &str) -> Reply {
@@ -82,4 +82,25 @@ async fn documents_are_bounded_by_max_document_bytes() {
             }
         }
     }
+}
+
+/// A body announced larger than `max_document_bytes` is refused on its `Content-Length`, before
+/// any of it is read: the issuer here never sends it, so reading would end in the timeout.
+#[tokio::test]
+async fn an_announced_oversized_document_is_refused_before_it_is_read() {
+    let issuer = Issuer::rsa().await;
+    issuer.set_mode(Mode::Oversized);
+    let gw = Gateway::trusting(Backend::Sqlite, &issuer, Arc::new(SystemClock), |c| {
+        c.federation.fetch_timeout_ms = 60_000;
+    })
+    .await;
+    let reply = exchange_with(&gw, &issuer, &issuer.url).await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert_eq!(reply.json()["error_code"], "issuer_unavailable");
+    let limit = gw.config.federation.max_document_bytes;
+    assert!(
+        reply.text.contains(&format!("larger than {limit} bytes")),
+        "{}",
+        reply.text
+    );
 }

@@ -43,6 +43,8 @@ pub enum Mode {
     Garbage,
     /// Discovery names another issuer.
     WrongIssuer,
+    /// Announces a 100 MB body and never sends it.
+    Oversized,
 }
 
 /// A signing key of the issuer.
@@ -77,6 +79,58 @@ impl TestKey {
         }
     }
 
+    /// An RSA key for `alg` (RS384/512, PS256/384/512), its JWK naming that algorithm.
+    pub fn rsa_for(kid: &str, alg: Algorithm) -> Self {
+        let mut key = Self::rsa(kid);
+        key.alg = alg;
+        key.jwk["alg"] = json!(format!("{alg:?}"));
+        key
+    }
+
+    /// An ECDSA P-384 key (ES384).
+    pub fn ec384(kid: &str) -> Self {
+        use aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING;
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, doc.as_ref()).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = json!({
+            "kty": "EC", "crv": "P-384", "kid": kid, "use": "sig", "alg": "ES384",
+            "x": BASE64URL_NOPAD.encode(&point[1..49]),
+            "y": BASE64URL_NOPAD.encode(&point[49..97]),
+        });
+        let spki = pair.public_key().as_der().unwrap();
+        Self {
+            kid: kid.to_string(),
+            alg: Algorithm::ES384,
+            encoding: EncodingKey::from_ec_pem(pem("PRIVATE KEY", doc.as_ref()).as_bytes())
+                .unwrap(),
+            jwk,
+            public_pem: pem("PUBLIC KEY", spki.as_ref()),
+        }
+    }
+
+    /// An Ed25519 key (EdDSA).
+    pub fn ed25519(kid: &str) -> Self {
+        use aws_lc_rs::signature::Ed25519KeyPair;
+        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
+        let public = pair.public_key().as_ref().to_vec();
+        let jwk = json!({
+            "kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
+            "x": BASE64URL_NOPAD.encode(&public),
+        });
+        Self {
+            kid: kid.to_string(),
+            alg: Algorithm::EdDSA,
+            encoding: EncodingKey::from_ed_der(doc.as_ref()),
+            jwk,
+            public_pem: String::new(),
+        }
+    }
+
     pub fn ec(kid: &str) -> Self {
         let doc =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
@@ -105,6 +159,19 @@ impl TestKey {
         let mut header = Header::new(self.alg);
         header.kid = kid.map(str::to_string);
         jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+
+    /// Signs `claims` under a header given whole (fields jsonwebtoken does not write, such
+    /// as `crit`).
+    pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            BASE64URL_NOPAD.encode(header.to_string().as_bytes()),
+            BASE64URL_NOPAD.encode(claims.to_string().as_bytes())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg).unwrap();
+        format!("{input}.{signature}")
     }
 
     pub fn sign(&self, claims: &Value) -> String {
@@ -404,6 +471,15 @@ async fn misbehave(shared: &Shared) -> Option<Response> {
             Some("late".into_response())
         }
         Mode::Garbage => Some("<html>not json</html>".into_response()),
+        Mode::Oversized => Some(
+            (
+                [(http::header::CONTENT_LENGTH, "100000000")],
+                axum::body::Body::from_stream(futures_util::stream::pending::<
+                    Result<Vec<u8>, std::io::Error>,
+                >()),
+            )
+                .into_response(),
+        ),
         Mode::Normal | Mode::WrongIssuer => None,
     }
 }

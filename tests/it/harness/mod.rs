@@ -249,6 +249,17 @@ impl Gateway {
         .await
     }
 
+    /// Another replica on the same database, keys and (if configured) Redis, on `clock`.
+    pub async fn replica_with_clock(&self, clock: Arc<dyn Clock>) -> Self {
+        Self::serve_with_clock(
+            self.config.clone(),
+            self._dir.clone(),
+            ServeOptions::default(),
+            clock,
+        )
+        .await
+    }
+
     pub fn store(&self) -> &dyn Store {
         self.state.store.as_ref()
     }
