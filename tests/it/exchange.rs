@@ -879,6 +879,9 @@ async fn the_warm_path_reads_nothing_but_the_replay_record() {
         )
         .await
     };
+    // Once the change log's entries for the set-up have reached the cache, nothing drops the
+    // robot that the next exchange caches.
+    gw.caught_up().await;
     assert_eq!(exchange().await.status, 200, "warm: keys and robot cached");
 
     let pool = sqlx::AnyPool::connect(&gw.config.storage.database_url)

@@ -25,6 +25,7 @@ async fn a_replay_record_the_database_cannot_write_fails_closed() {
     let gw = Gateway::trusting(Backend::Sqlite, &issuer, Arc::new(SystemClock), |_| {}).await;
     gw.federated_robot("acme", "ci", entry(&issuer)).await;
     let token = || issuer.token(&issuer.claims("github-actions", SystemClock.unix()));
+    gw.caught_up().await;
     assert_eq!(gw.exchange("acme+ci", &token()).await.status, 200, "warm");
 
     let pool = sqlx::AnyPool::connect(&gw.config.storage.database_url)
@@ -61,6 +62,7 @@ async fn a_replay_record_redis_refuses_fails_closed() {
     .await;
     gw.federated_robot("acme", "ci", entry(&issuer)).await;
     let token = || issuer.token(&issuer.claims("github-actions", SystemClock.unix()));
+    gw.caught_up().await;
     assert_eq!(gw.exchange("acme+ci", &token()).await.status, 200, "warm");
 
     let client = redis::Client::open(url.as_str()).unwrap();

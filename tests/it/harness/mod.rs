@@ -260,6 +260,25 @@ impl Gateway {
         .await
     }
 
+    /// Waits until this gateway's change-log follower has applied every change made so far,
+    /// so that a robot cached from now on is not dropped by a change made before.
+    pub async fn caught_up(&self) {
+        let latest = self.store().latest_change().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self
+            .state
+            .changes_applied
+            .load(std::sync::atomic::Ordering::SeqCst)
+            < latest
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change log follower did not reach change {latest}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn store(&self) -> &dyn Store {
         self.state.store.as_ref()
     }
