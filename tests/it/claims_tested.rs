@@ -10,7 +10,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::harness::issuer::{Issuer, Mode, TestKey};
-use crate::harness::registry::keys_verb;
+use crate::harness::registry::{Registry, assert_refused, keys_verb, oci_image, registry_cert};
 use crate::harness::{Backend, Gateway, Reply};
 
 const SUBJECT: &str = "repo:octo-org/octo-repo:*";
@@ -355,4 +355,47 @@ async fn the_keyring_watcher_rotates_without_losing_minted_tokens() {
         "minted before the rotation: {}",
         reply.text
     );
+}
+
+/// The admin role may delete through the registry; the write role may not (a stock
+/// `docker-registry` with deletes enabled, as `deploy/registry/config.yml` has it, and skopeo).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_role_deletes_through_the_registry_and_write_does_not() {
+    let issuer = Issuer::rsa().await;
+    let gw = Gateway::trusting(Backend::Sqlite, &issuer, Arc::new(SystemClock), |_| {}).await;
+    let admin = crate::registry::acme(&gw, &issuer).await;
+    let registry = Registry::start(&gw, &registry_cert(&gw)).await;
+    let work = tempfile::tempdir().unwrap();
+    let image = oci_image(work.path(), "to be deleted");
+    let tag = registry.image("acme/app", "doomed");
+    let writer = crate::registry::robot_token(&gw, &admin, "writer").await;
+    registry
+        .skopeo_copy(&image, &tag, "acme+writer", &writer)
+        .unwrap_or_else(|e| panic!("push: {e}\nregistry: {}", registry.log()));
+
+    assert_refused(
+        registry.skopeo_delete(&tag, "acme+writer", &writer),
+        "the write role deletes",
+    );
+    let granted = gw
+        .call(
+            "PUT",
+            "/api/v1/repository/acme/app/permissions/user/acme+writer",
+            Some(&admin),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(granted.status, 200, "{}", granted.text);
+    registry
+        .skopeo_delete(&tag, "acme+writer", &writer)
+        .unwrap_or_else(|e| panic!("the admin role deletes: {e}\nregistry: {}", registry.log()));
+    let pulled = work.path().join("pulled");
+    let gone = registry.skopeo_copy(
+        &tag,
+        &format!("oci:{}:copy", pulled.display()),
+        "acme+writer",
+        &writer,
+    );
+    let err = gone.expect_err("the deleted manifest is gone");
+    assert!(err.to_lowercase().contains("manifest unknown"), "{err}");
 }

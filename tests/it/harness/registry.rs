@@ -325,6 +325,22 @@ impl Registry {
         )
     }
 
+    /// `skopeo delete` of `image` (a `docker://` reference), as `user:password`.
+    pub fn skopeo_delete(&self, image: &str, user: &str, password: &str) -> Result<(), String> {
+        run_tool(
+            Command::new("skopeo")
+                .args([
+                    "--insecure-policy",
+                    "delete",
+                    "--tls-verify=false",
+                    "--creds",
+                ])
+                .arg(format!("{user}:{password}"))
+                .arg(image)
+                .env("HOME", self.dir.path()),
+        )
+    }
+
     pub fn image(&self, repository: &str, tag: &str) -> String {
         format!("docker://{}/{repository}:{tag}", self.addr)
     }
