@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use fedgate::clock::{Clock, SystemClock};
+use fedgate::oidc::policy::FederationEntry;
 use serde_json::json;
 
 use crate::harness::issuer::{Issuer, Mode, TestKey};
@@ -103,4 +104,43 @@ async fn an_announced_oversized_document_is_refused_before_it_is_read() {
         "{}",
         reply.text
     );
+}
+
+/// A plain-HTTP issuer is fetched only with `allow_http_issuers`; without it the URL is refused
+/// before any I/O, even for an entry that got into the database anyway (the API refuses to
+/// make one: made before the setting was turned off).
+#[tokio::test]
+async fn plain_http_issuers_need_allow_http_issuers() {
+    let issuer = Issuer::start_on([127, 0, 0, 1].into(), false, vec![TestKey::rsa("rsa-1")]).await;
+    assert!(issuer.url.starts_with("http://"), "{}", issuer.url);
+    let entries = json!([{"issuer": issuer.url, "subject": "repo:octo-org/octo-repo:*",
+                          "audiences": ["https://github.com/octo-org"]}]);
+    for allow_http in [true, false] {
+        let gw = Gateway::start_with(Backend::Sqlite, |c| {
+            c.federation.allow_private_networks = true;
+            c.federation.allow_http_issuers = allow_http;
+        })
+        .await;
+        gw.federated_robot("acme", "ci", json!([])).await;
+        let robot = gw.store().robot("acme", "ci").await.unwrap().unwrap();
+        let entry: FederationEntry = serde_json::from_value(entries[0].clone()).unwrap();
+        gw.store()
+            .replace_federation(robot.id, &[entry], 7)
+            .await
+            .unwrap();
+        let before = issuer.requests();
+        let claims = issuer.claims("github-actions", SystemClock.unix());
+        let reply = gw.exchange("acme+ci", &issuer.token(&claims)).await;
+        if allow_http {
+            assert_eq!(reply.status, 200, "{}", reply.text);
+        } else {
+            assert_eq!(reply.status, 503, "{}", reply.text);
+            assert!(
+                reply.text.contains("http:// URLs are not fetched"),
+                "{}",
+                reply.text
+            );
+            assert_eq!(issuer.requests(), before, "nothing was fetched");
+        }
+    }
 }
