@@ -1,7 +1,7 @@
 //! The state every handler shares, and how it is opened from a [`Config`].
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::clock::{Clock, SystemClock};
@@ -55,6 +55,10 @@ pub struct Inner {
     pub recent_access: RateLimiter,
     /// Set once shutdown starts: `/readyz` answers 503 so load balancers route elsewhere.
     draining: AtomicBool,
+    /// The latest change-log entry this replica has applied to its caches (`shared::changes`;
+    /// -1 until the first read): a readiness signal for whoever must know a change has
+    /// reached this replica's caches, such as tests that need a warm cache to stay warm.
+    pub changes_applied: AtomicI64,
 }
 
 impl Deref for AppState {
@@ -158,6 +162,7 @@ impl AppState {
             robots,
             minted: MintedCache::default(),
             draining: AtomicBool::new(false),
+            changes_applied: AtomicI64::new(-1),
         })))
     }
 

@@ -116,8 +116,9 @@ pub struct KeyCache(Arc<Inner>);
 struct Inner {
     source: Arc<dyn JwksSource>,
     entries: moka::future::Cache<String, Arc<CachedKeys>>,
-    /// Issuers whose last fetch failed, with the reason, for the cooldown.
-    failures: moka::future::Cache<String, String>,
+    /// Issuers whose last fetch failed: the reason, and when (by `clock`: the cooldown is
+    /// measured on the injected clock; moka's own expiry only bounds how long it is held).
+    failures: moka::future::Cache<String, (String, i64)>,
     hosts: Arc<HostShares>,
     clock: Arc<dyn Clock>,
     settings: KeyCacheSettings,
@@ -195,7 +196,7 @@ impl KeyCache {
                 let why = e.to_string();
                 self.0
                     .failures
-                    .insert(issuer.to_string(), why.clone())
+                    .insert(issuer.to_string(), (why.clone(), self.0.clock.unix()))
                     .await;
                 Err(why)
             }
@@ -227,12 +228,15 @@ impl KeyCache {
             if let Some(fresh) = self.refetch(issuer, &cached, now, Wait::No).await {
                 return Ok(fresh);
             }
-            let why = self.0.failures.get(issuer).await.unwrap_or_else(|| {
-                "the cached keys are older than jwks_max_stale_seconds".to_string()
-            });
+            let why = self.0.failures.get(issuer).await.map_or_else(
+                || "the cached keys are older than jwks_max_stale_seconds".to_string(),
+                |(why, _)| why,
+            );
             return Err(unavailable(issuer, &why));
         }
-        if let Some(why) = self.0.failures.get(issuer).await {
+        if let Some((why, failed_at)) = self.0.failures.get(issuer).await
+            && now - failed_at < self.0.settings.cooldown_seconds
+        {
             return Err(unavailable(issuer, &why));
         }
         self.0

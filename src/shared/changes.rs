@@ -35,6 +35,11 @@ pub async fn follow(state: AppState, stop: impl Future<Output = ()>) {
             None => state.store.latest_change().await.ok(),
             Some(seen) => Some(catch_up(&state, seen).await),
         };
+        if let Some(seen) = seen {
+            state
+                .changes_applied
+                .store(seen, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
 

@@ -149,6 +149,16 @@ async fn anonymous_and_bad_credentials_get_401(backend: Backend) {
         )
         .await;
         assert_eq!(basic.status, 401, "Basic is not an admin credential");
+        // A valid API token under another scheme than Bearer is refused too.
+        for scheme in ["Basic", "Token"] {
+            let reply = crate::harness::send(
+                gw.client
+                    .request(method.parse().unwrap(), format!("{}{path}", gw.url))
+                    .header("authorization", format!("{scheme} {}", w.alice)),
+            )
+            .await;
+            assert_eq!(reply.status, 401, "{scheme} {method} {path}");
+        }
     }
     assert_acme_untouched(&w).await;
 }

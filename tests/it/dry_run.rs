@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use fedgate::clock::{Clock, SystemClock};
+use fedgate::clock::{Clock, ManualClock, SystemClock};
 use fedgate::http::auth::Scope;
 use fedgate::oidc::trust::IssuerTrust;
 use fedgate::store::OrgRole;
@@ -25,14 +25,19 @@ fn now() -> i64 {
 /// Robot `acme+ci` with one entry failing at each check, then a preset entry that matches.
 async fn site(backend: Backend, issuer: &Issuer) -> (Gateway, String) {
     let keys_at = format!("{}/jwks", issuer.url);
-    let gw = Gateway::trusting(backend, issuer, Arc::new(SystemClock), |c| {
-        c.federation.issuers = vec![IssuerTrust {
-            issuer: GITHUB.into(),
-            jwks_uri: keys_at,
-            ..IssuerTrust::default()
-        }];
-        c.limits.exchanges_per_minute_per_robot = 2;
-    })
+    let gw = Gateway::trusting(
+        backend,
+        issuer,
+        Arc::new(ManualClock::at(SystemClock.unix())),
+        |c| {
+            c.federation.issuers = vec![IssuerTrust {
+                issuer: GITHUB.into(),
+                jwks_uri: keys_at,
+                ..IssuerTrust::default()
+            }];
+            c.limits.exchanges_per_minute_per_robot = 2;
+        },
+    )
     .await;
     let token = gw
         .federated_robot(

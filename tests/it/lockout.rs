@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use fedgate::clock::{Clock, SystemClock};
+use fedgate::clock::{Clock, ManualClock, SystemClock};
 use serde_json::json;
 
 use crate::harness::issuer::Issuer;
@@ -42,7 +42,13 @@ async fn exchange(client: &reqwest::Client, gw: &Gateway, robot: &str, jwt: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_many_addresses_does_not_lock_a_robot_out() {
     let issuer = Issuer::rsa().await;
-    let gw = Gateway::trusting(Backend::Sqlite, &issuer, Arc::new(SystemClock), |_| {}).await;
+    let gw = Gateway::trusting(
+        Backend::Sqlite,
+        &issuer,
+        Arc::new(ManualClock::at(SystemClock.unix())),
+        |_| {},
+    )
+    .await;
     gw.federated_robot("acme", "ci", github_entry(&issuer))
         .await;
     let per_ip = gw.config.limits.failed_exchanges_per_minute_per_ip;
@@ -107,10 +113,15 @@ async fn exchange_via(
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_is_limited_on_its_own() {
     let issuer = Issuer::rsa().await;
-    let gw = Gateway::trusting(Backend::Sqlite, &issuer, Arc::new(SystemClock), |c| {
-        c.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-        c.limits.failed_exchanges_per_minute_per_ip = 5;
-    })
+    let gw = Gateway::trusting(
+        Backend::Sqlite,
+        &issuer,
+        Arc::new(ManualClock::at(SystemClock.unix())),
+        |c| {
+            c.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+            c.limits.failed_exchanges_per_minute_per_ip = 5;
+        },
+    )
     .await;
     gw.federated_robot("acme", "ci", github_entry(&issuer))
         .await;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::harness::issuer::Issuer;
 use crate::harness::registry::{
-    Registry, Trust, keys_verb, oci_image, pulled_content, registry_cert,
+    Registry, Trust, assert_refused, keys_verb, oci_image, pulled_content, registry_cert,
 };
 use crate::harness::{Backend, Gateway, Reply, send};
 
@@ -189,7 +189,7 @@ async fn registry_tokens_hold_only_what_roles_allow(backend: Backend) {
         let reply = v2_auth(&gw, user, password, &scopes).await;
         assert_eq!(reply.status, 401, "{user}: {}", reply.text);
         assert_eq!(reply.json()["errors"][0]["code"], "UNAUTHORIZED");
-        assert!(!reply.text.contains(password) || password.len() < 10);
+        assert!(!reply.text.contains(password), "{user}: {}", reply.text);
     }
     let anonymous = send(gw.client.get(format!("{}/v2/auth?{scopes}", gw.url))).await;
     assert_eq!(anonymous.status, 401);
@@ -303,38 +303,34 @@ async fn a_stock_registry_and_skopeo_log_in_through_fedgate() {
             &reader,
         )
         .unwrap_or_else(|e| panic!("read robot pulls: {e}"));
-    assert!(
-        registry
-            .skopeo_copy(
-                &image,
-                &registry.image("acme/app", "3"),
-                "acme+reader",
-                &reader
-            )
-            .is_err(),
-        "read robot cannot push"
+    assert_refused(
+        registry.skopeo_copy(
+            &image,
+            &registry.image("acme/app", "3"),
+            "acme+reader",
+            &reader,
+        ),
+        "read robot cannot push",
     );
     let stranger = minted(&gw, &issuer, "acme+stranger").await;
     let stranger_pull = work.path().join("stranger");
-    assert!(
-        registry
-            .skopeo_copy(
-                &app,
-                &format!("oci:{}:copy", stranger_pull.display()),
-                "acme+stranger",
-                &stranger
-            )
-            .is_err()
+    assert_refused(
+        registry.skopeo_copy(
+            &app,
+            &format!("oci:{}:copy", stranger_pull.display()),
+            "acme+stranger",
+            &stranger,
+        ),
+        "a robot without a role cannot pull",
     );
-    assert!(
-        registry
-            .skopeo_copy(
-                &image,
-                &registry.image("acme/app", "4"),
-                "acme+stranger",
-                &stranger
-            )
-            .is_err()
+    assert_refused(
+        registry.skopeo_copy(
+            &image,
+            &registry.image("acme/app", "4"),
+            "acme+stranger",
+            &stranger,
+        ),
+        "a robot without a role cannot push",
     );
 
     // A federation change revokes the minted token: no more pushes with it.
@@ -345,16 +341,14 @@ async fn a_stock_registry_and_skopeo_log_in_through_fedgate() {
         Some(json!([{"issuer": issuer.url, "subject": "repo:octo-org/octo-repo:*", "audiences": ["https://github.com/octo-org"]}])),
     )
     .await;
-    assert!(
-        registry
-            .skopeo_copy(
-                &image,
-                &registry.image("acme/app", "5"),
-                "acme+writer",
-                &writer_minted
-            )
-            .is_err(),
-        "revoked token"
+    assert_refused(
+        registry.skopeo_copy(
+            &image,
+            &registry.image("acme/app", "5"),
+            "acme+writer",
+            &writer_minted,
+        ),
+        "revoked token",
     );
 
     // Key rotation, staged: the new key is in the bundle before it signs anything, so the old

@@ -10,8 +10,8 @@ use fedgate::clock::SystemClock;
 
 use crate::harness::issuer::Issuer;
 use crate::harness::registry::{
-    Distribution, Podman, Registry, TokenAuth, Trust, keys_verb, oci_image, pulled_content,
-    registry_cert, registry3_or_skip,
+    Distribution, Podman, Registry, TokenAuth, Trust, assert_refused, keys_verb, oci_image,
+    pulled_content, registry_cert, registry3_or_skip,
 };
 use crate::harness::{Backend, Gateway};
 use crate::registry::{acme, minted};
@@ -66,7 +66,7 @@ async fn push_and_pull(distribution: Distribution, mode: Mode) {
         "acme+reader",
         &reader,
     );
-    assert!(refused.is_err(), "{name}: a read-only robot pushed");
+    assert_refused(refused, &format!("{name}: a read-only robot pushes"));
 
     // podman: log in with a token from the exchange, push, forget the image, pull it back.
     let podman = Podman::default();
@@ -96,9 +96,9 @@ async fn push_and_pull(distribution: Distribution, mode: Mode) {
     );
     let other = format!("{}/acme/app:by-reader", registry.addr);
     podman.run(&["tag", &id, &other]).unwrap();
-    assert!(
-        podman.run(&["push", "--tls-verify=false", &other]).is_err(),
-        "{name}: a read-only robot pushed with podman"
+    assert_refused(
+        podman.run(&["push", "--tls-verify=false", &other]),
+        &format!("{name}: a read-only robot pushes with podman"),
     );
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::harness::containerd::Containerd;
 use crate::harness::issuer::Issuer;
-use crate::harness::registry::{Registry, TokenAuth, Trust, oci_image};
+use crate::harness::registry::{Registry, TokenAuth, Trust, assert_refused, oci_image};
 use crate::harness::replica::{Replica, acme_admin, admin};
 use crate::harness::{Backend, Gateway, Reply, send};
 use crate::registry::{acme, minted, robot_token};
@@ -198,7 +198,7 @@ async fn containerd_pushes_and_pulls_with_one_post_per_token() {
         &reader_user,
         &tag,
     ]);
-    assert!(refused.is_err(), "a read-only robot pushed a new tag");
+    assert_refused(refused, "a read-only robot pushes a new tag");
     // Looked at with a pull token: v1 is there, the reader's tag is not.
     let pull = post_form(
         &fedgate.url,

@@ -43,6 +43,8 @@ pub enum Mode {
     Garbage,
     /// Discovery names another issuer.
     WrongIssuer,
+    /// Announces a 100 MB body and never sends it.
+    Oversized,
 }
 
 /// A signing key of the issuer.
@@ -77,6 +79,58 @@ impl TestKey {
         }
     }
 
+    /// An RSA key for `alg` (RS384/512, PS256/384/512), its JWK naming that algorithm.
+    pub fn rsa_for(kid: &str, alg: Algorithm) -> Self {
+        let mut key = Self::rsa(kid);
+        key.alg = alg;
+        key.jwk["alg"] = json!(format!("{alg:?}"));
+        key
+    }
+
+    /// An ECDSA P-384 key (ES384).
+    pub fn ec384(kid: &str) -> Self {
+        use aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING;
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, doc.as_ref()).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = json!({
+            "kty": "EC", "crv": "P-384", "kid": kid, "use": "sig", "alg": "ES384",
+            "x": BASE64URL_NOPAD.encode(&point[1..49]),
+            "y": BASE64URL_NOPAD.encode(&point[49..97]),
+        });
+        let spki = pair.public_key().as_der().unwrap();
+        Self {
+            kid: kid.to_string(),
+            alg: Algorithm::ES384,
+            encoding: EncodingKey::from_ec_pem(pem("PRIVATE KEY", doc.as_ref()).as_bytes())
+                .unwrap(),
+            jwk,
+            public_pem: pem("PUBLIC KEY", spki.as_ref()),
+        }
+    }
+
+    /// An Ed25519 key (EdDSA).
+    pub fn ed25519(kid: &str) -> Self {
+        use aws_lc_rs::signature::Ed25519KeyPair;
+        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
+        let public = pair.public_key().as_ref().to_vec();
+        let jwk = json!({
+            "kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
+            "x": BASE64URL_NOPAD.encode(&public),
+        });
+        Self {
+            kid: kid.to_string(),
+            alg: Algorithm::EdDSA,
+            encoding: EncodingKey::from_ed_der(doc.as_ref()),
+            jwk,
+            public_pem: String::new(),
+        }
+    }
+
     pub fn ec(kid: &str) -> Self {
         let doc =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
@@ -105,6 +159,19 @@ impl TestKey {
         let mut header = Header::new(self.alg);
         header.kid = kid.map(str::to_string);
         jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+
+    /// Signs `claims` under a header given whole (fields jsonwebtoken does not write, such
+    /// as `crit`).
+    pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            BASE64URL_NOPAD.encode(header.to_string().as_bytes()),
+            BASE64URL_NOPAD.encode(claims.to_string().as_bytes())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg).unwrap();
+        format!("{input}.{signature}")
     }
 
     pub fn sign(&self, claims: &Value) -> String {
@@ -141,6 +208,8 @@ struct Shared {
     tenant_jwks: Mutex<Option<Value>>,
     /// Where every request is redirected to (`<base><path>`), if anywhere.
     redirect_to: Mutex<Option<String>>,
+    /// Discovery and JWKS bodies are streamed (chunked, no `Content-Length`).
+    chunked: std::sync::atomic::AtomicBool,
 }
 
 /// What the issuer answers at one more path.
@@ -175,8 +244,8 @@ impl Issuer {
     pub async fn start_on(ip: std::net::Ipv4Addr, tls: bool, keys: Vec<TestKey>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ip_text = ip.to_string();
-        let (ca_file, cert_path, key_path) =
-            super::tls::TestCa::new("fedgate test CA").write_into(dir.path(), &[&ip_text]);
+        let (ca_file, cert_path, key_path) = super::tls::TestCa::new("fedgate test CA")
+            .write_into(dir.path(), &[&ip_text, "localhost"]);
 
         let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let scheme = if tls { "https" } else { "http" };
@@ -192,6 +261,7 @@ impl Issuer {
             requests: AtomicUsize::new(0),
             tenant_jwks: Mutex::new(None),
             redirect_to: Mutex::new(None),
+            chunked: std::sync::atomic::AtomicBool::new(false),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -251,7 +321,13 @@ impl Issuer {
     /// more): its discovery document and `<path>/jwks` with this issuer's keys. Returns the
     /// issuer identifier, `<url><path>`.
     pub fn serve_issuer(&self, path: &str) -> String {
-        let issuer = format!("{}{path}", self.url);
+        self.serve_issuer_at(&self.url, path)
+    }
+
+    /// As [`serve_issuer`](Self::serve_issuer), under another name for this host: `base` is
+    /// e.g. `https://localhost:<port>` (the certificate names `localhost` too).
+    pub fn serve_issuer_at(&self, base: &str, path: &str) -> String {
+        let issuer = format!("{base}{path}");
         self.serve(
             &format!("{path}/.well-known/openid-configuration"),
             Extra::Discovery {
@@ -325,6 +401,17 @@ impl Issuer {
         issuer
     }
 
+    /// The host name form of this issuer's URL: `https://localhost:<port>`.
+    pub fn localhost_url(&self) -> String {
+        self.url.replacen("127.0.0.1", "localhost", 1)
+    }
+
+    /// Streams discovery and JWKS bodies (chunked, without `Content-Length`), so a client
+    /// learns their size only by reading them.
+    pub fn set_chunked(&self, chunked: bool) {
+        self.shared.chunked.store(chunked, Ordering::SeqCst);
+    }
+
     /// Answers every request with a 307 to `base` + the same path.
     pub fn redirect_to(&self, base: Option<&str>) {
         *self.shared.redirect_to.lock().unwrap() = base.map(str::to_string);
@@ -384,6 +471,15 @@ async fn misbehave(shared: &Shared) -> Option<Response> {
             Some("late".into_response())
         }
         Mode::Garbage => Some("<html>not json</html>".into_response()),
+        Mode::Oversized => Some(
+            (
+                [(http::header::CONTENT_LENGTH, "100000000")],
+                axum::body::Body::from_stream(futures_util::stream::pending::<
+                    Result<Vec<u8>, std::io::Error>,
+                >()),
+            )
+                .into_response(),
+        ),
         Mode::Normal | Mode::WrongIssuer => None,
     }
 }
@@ -398,14 +494,14 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
     } else {
         shared.url.clone()
     };
-    axum::Json(json!({
+    let document = json!({
         "issuer": issuer,
         "jwks_uri": format!("{}/jwks", shared.url),
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-    }))
-    .into_response()
+    });
+    json_body(&shared, document)
 }
 
 /// The paths of [`Extra`]; anything else is 404.
@@ -422,9 +518,9 @@ async fn extra(
             if let Some(response) = misbehave(&shared).await {
                 return response;
             }
-            axum::Json(json!({"issuer": issuer, "jwks_uri": jwks_uri,
-                              "id_token_signing_alg_values_supported": ["RS256", "ES256"]}))
-            .into_response()
+            let document = json!({"issuer": issuer, "jwks_uri": jwks_uri,
+                                  "id_token_signing_alg_values_supported": ["RS256", "ES256"]});
+            json_body(&shared, document)
         }
         Some(Extra::Jwks {
             bearer: Some(bearer),
@@ -485,7 +581,22 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     if let Some(response) = misbehave(&shared).await {
         return response;
     }
-    axum::Json(shared.jwks_document()).into_response()
+    json_body(&shared, shared.jwks_document())
+}
+
+/// `value` as JSON, with a `Content-Length`, or streamed in small chunks without one.
+fn json_body(shared: &Shared, value: Value) -> Response {
+    if !shared.chunked.load(Ordering::SeqCst) {
+        return axum::Json(value).into_response();
+    }
+    let bytes = value.to_string().into_bytes();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(64).map(|c| Ok(c.to_vec())).collect();
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+        .into_response()
 }
 
 /// The issuer's own behaviour, which the issue-12 tests rely on: tenant issuers under one

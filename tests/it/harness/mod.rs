@@ -249,6 +249,36 @@ impl Gateway {
         .await
     }
 
+    /// Another replica on the same database, keys and (if configured) Redis, on `clock`.
+    pub async fn replica_with_clock(&self, clock: Arc<dyn Clock>) -> Self {
+        Self::serve_with_clock(
+            self.config.clone(),
+            self._dir.clone(),
+            ServeOptions::default(),
+            clock,
+        )
+        .await
+    }
+
+    /// Waits until this gateway's change-log follower has applied every change made so far,
+    /// so that a robot cached from now on is not dropped by a change made before.
+    pub async fn caught_up(&self) {
+        let latest = self.store().latest_change().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self
+            .state
+            .changes_applied
+            .load(std::sync::atomic::Ordering::SeqCst)
+            < latest
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change log follower did not reach change {latest}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn store(&self) -> &dyn Store {
         self.state.store.as_ref()
     }

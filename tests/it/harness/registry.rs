@@ -17,6 +17,29 @@ pub fn registry_cert(gw: &Gateway) -> String {
 }
 
 /// `fedgate keys <verb>` for the gateway's keys directory; its stdout.
+/// Asserts that a client (skopeo, podman, ctr) failed because the registry refused it
+/// (401/403, `denied`, `insufficient_scope`), not for another reason such as a crashed
+/// registry or a refused connection.
+pub fn assert_refused<T: std::fmt::Debug>(result: Result<T, String>, what: &str) {
+    let err = match result {
+        Ok(out) => panic!("{what}: it succeeded: {out:?}"),
+        Err(err) => err,
+    };
+    let lower = err.to_lowercase();
+    assert!(
+        [
+            "unauthorized",
+            "denied",
+            "authentication required",
+            "insufficient_scope",
+            "forbidden",
+        ]
+        .iter()
+        .any(|w| lower.contains(w)),
+        "{what}: failed, but not as a refusal: {err}"
+    );
+}
+
 pub fn keys_verb(gw: &Gateway, verb: &str) -> String {
     super::replica::admin(&keys_env(gw), &["keys", verb])
 }
@@ -299,6 +322,22 @@ impl Registry {
                 .env_clear()
                 .env("HOME", home.path())
                 .envs(env.iter().map(|(k, v)| (k, v))),
+        )
+    }
+
+    /// `skopeo delete` of `image` (a `docker://` reference), as `user:password`.
+    pub fn skopeo_delete(&self, image: &str, user: &str, password: &str) -> Result<(), String> {
+        run_tool(
+            Command::new("skopeo")
+                .args([
+                    "--insecure-policy",
+                    "delete",
+                    "--tls-verify=false",
+                    "--creds",
+                ])
+                .arg(format!("{user}:{password}"))
+                .arg(image)
+                .env("HOME", self.dir.path()),
         )
     }
 
