@@ -97,7 +97,8 @@ pub enum KeysCommand {
     /// `auth.token.rootcertbundle` a Docker registry (distribution 2.x and 3.x) needs.
     RegistryCert {
         /// Only this key's certificate (for registries that trust one key, such as zot).
-        #[arg(long)]
+        /// A kid is base64url and may start with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         kid: Option<String>,
     },
     /// Print the JWKS of every published signing key: the `auth.token.jwks` file distribution
@@ -472,4 +473,23 @@ async fn serve(config: Config, schema: SchemaPolicy) -> Result<(), CliError> {
     crate::server::run(state, public, metrics, options, shutdown).await;
     tracing::info!("fedgate stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RFC 7638 kid is base64url: one in 64 starts with `-`, and an operator must still be
+    /// able to pass it as `--kid <kid>` (this made `tests/it/keys.rs` fail one run in 64).
+    #[test]
+    fn a_kid_may_start_with_a_dash() {
+        let cli = Cli::try_parse_from(["fedgate", "keys", "registry-cert", "--kid", "-x4Bq"])
+            .expect("a kid starting with '-' is a value");
+        match cli.command {
+            Command::Server(ServerCommand::Keys(KeysCommand::RegistryCert { kid })) => {
+                assert_eq!(kid.as_deref(), Some("-x4Bq"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 }
