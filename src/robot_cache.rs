@@ -182,16 +182,8 @@ impl RobotCache {
         let Some(policy) = load_policy(store, full_name, &self.strings).await? else {
             return Ok(None);
         };
-        let cached = Cached {
-            loaded,
-            weight: policy.weight(full_name),
-            value: policy.clone(),
-        };
-        self.robots.insert(full_name.into(), cached);
-        // Checked after inserting, so an invalidation at any point during the load wins.
-        if self.generation.load(Ordering::Acquire) != generation {
-            self.robots.remove(full_name);
-        }
+        let weight = policy.weight(full_name);
+        self.keep(&self.robots, full_name, generation, loaded, &policy, weight);
         Ok(Some(policy))
     }
 
@@ -216,16 +208,31 @@ impl RobotCache {
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = Instant::now();
         let roles = Arc::new(RobotRoles::load(store, robot_id).await?);
+        let weight = roles.weight(full_name);
+        self.keep(&self.roles, full_name, generation, loaded, &roles, weight);
+        Ok(roles)
+    }
+
+    /// Caches `value`, read from the store since `generation`, in `table`. Checked after
+    /// inserting, so an invalidation at any point during the load wins.
+    fn keep<T>(
+        &self,
+        table: &quick_cache::sync::Cache<Box<str>, Cached<T>, ByWeight>,
+        full_name: &str,
+        generation: u64,
+        loaded: Instant,
+        value: &Arc<T>,
+        weight: u64,
+    ) {
         let cached = Cached {
             loaded,
-            weight: roles.weight(full_name),
-            value: roles.clone(),
+            weight,
+            value: value.clone(),
         };
-        self.roles.insert(full_name.into(), cached);
+        table.insert(full_name.into(), cached);
         if self.generation.load(Ordering::Acquire) != generation {
-            self.roles.remove(full_name);
+            table.remove(full_name);
         }
-        Ok(roles)
     }
 }
 
