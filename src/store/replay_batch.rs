@@ -8,10 +8,17 @@
 //! The decision is the same as one statement per record: a record is new when the statement
 //! inserted it, or took over an expired one. Two requests for the same record in one group are
 //! one insert: the first is answered by the database, the others are replays.
+//!
+//! The writer keeps one connection of the pool for itself: a connection that wrote the last
+//! group has the table's pages and the statements of every group size cached, where any other
+//! connection would find its page cache stale (SQLite drops it when another connection wrote)
+//! and read the pages again. It lets go of the connection when the pool closes, so nothing is
+//! written after `Store::close`.
 
 use std::collections::HashSet;
 
-use sqlx::{AnyPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{StoreError, StoreResult, Unix};
@@ -67,13 +74,37 @@ impl ReplayWriter {
 }
 
 async fn write_groups(pool: AnyPool, mut pending: mpsc::Receiver<Pending>) {
+    let closed = pool.close_event();
+    tokio::pin!(closed);
     let mut group = Vec::with_capacity(MAX_GROUP);
-    while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
-        write_group(&pool, std::mem::take(&mut group)).await;
+    let mut writer: Option<PoolConnection<Any>> = None;
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut closed => break,
+            received = pending.recv_many(&mut group, MAX_GROUP) => if received == 0 { break },
+        }
+        let group = std::mem::take(&mut group);
+        let connection = match writer.as_mut() {
+            Some(connection) => connection,
+            None => match pool.acquire().await {
+                Ok(connection) => writer.insert(connection),
+                Err(e) => {
+                    answer_error(group, e);
+                    continue;
+                }
+            },
+        };
+        if write_group(connection, group).await.is_err() {
+            // Back to the pool, which checks it before anyone uses it again.
+            writer = None;
+        }
     }
+    // Dropping the connection returns it to the pool; queued requests see the writer stopped.
 }
 
-async fn write_group(pool: &AnyPool, group: Vec<Pending>) {
+/// Writes one group and answers its requests; `Err` when the database failed.
+async fn write_group(connection: &mut AnyConnection, group: Vec<Pending>) -> Result<(), ()> {
     // The first request for each record goes to the database; repeats in the group are replays.
     let mut seen = HashSet::with_capacity(group.len());
     let (first, repeats): (Vec<_>, Vec<_>) = group
@@ -98,11 +129,15 @@ async fn write_group(pool: &AnyPool, group: Vec<Pending>) {
     for p in &first {
         query = query.bind(&p.issuer).bind(&p.jti).bind(p.expires_at);
     }
-    let written = query.bind(now).fetch_all(pool).await.and_then(|rows| {
-        rows.iter()
-            .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
-            .collect::<Result<HashSet<_>, sqlx::Error>>()
-    });
+    let written = query
+        .bind(now)
+        .fetch_all(connection)
+        .await
+        .and_then(|rows| {
+            rows.iter()
+                .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
+                .collect::<Result<HashSet<_>, sqlx::Error>>()
+        });
     match written {
         Ok(new) => {
             for p in first {
@@ -112,17 +147,49 @@ async fn write_group(pool: &AnyPool, group: Vec<Pending>) {
             for p in repeats {
                 let _ = p.answer.send(Ok(false));
             }
+            Ok(())
         }
         Err(e) => {
-            // The group's first request carries the error itself; the others, what it said.
-            let message = e.to_string();
-            let mut error = Some(e);
-            for p in first.into_iter().chain(repeats) {
-                let e = error
-                    .take()
-                    .unwrap_or_else(|| sqlx::Error::Protocol(message.clone()));
-                let _ = p.answer.send(Err(StoreError::Backend(e)));
-            }
+            answer_error(first.into_iter().chain(repeats), e);
+            Err(())
         }
+    }
+}
+
+/// Answers every request of a group that could not be written with the database's error.
+fn answer_error(group: impl IntoIterator<Item = Pending>, error: sqlx::Error) {
+    // The group's first request carries the error itself; the others, what it said.
+    let message = error.to_string();
+    let mut error = Some(error);
+    for p in group {
+        let e = error
+            .take()
+            .unwrap_or_else(|| sqlx::Error::Protocol(message.clone()));
+        let _ = p.answer.send(Err(StoreError::Backend(e)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::DatabaseKind;
+    use crate::store::{ReplayStore, SqlStore, Store};
+
+    #[tokio::test]
+    async fn a_closed_store_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/fedgate.db", dir.path().display());
+        let store = SqlStore::connect(&url, DatabaseKind::Sqlite).await.unwrap();
+        store.migrate().await.unwrap();
+        assert!(store.record_once("iss", "jti-1", 100, 1).await.unwrap());
+        assert!(!store.record_once("iss", "jti-1", 100, 1).await.unwrap());
+        tokio::time::timeout(Duration::from_secs(30), store.close())
+            .await
+            .expect("closing the store waited on the replay writer");
+        // The writer held a connection of its own: it must let go of it when the pool closes,
+        // not keep writing through it.
+        let closed = store.record_once("iss", "jti-2", 100, 1).await;
+        assert!(closed.is_err(), "a closed store recorded {closed:?}");
     }
 }
