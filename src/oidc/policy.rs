@@ -562,6 +562,54 @@ mod tests {
     }
 
     #[test]
+    fn the_interner_forgets_everything_past_its_byte_budget_only() {
+        let interner = Interner::default();
+        let half = Interner::MAX_BYTES / 2;
+        let (a, b) = ("a".repeat(half), "b".repeat(half));
+        let first_a = interner.get(&a);
+        interner.get(&b);
+        assert!(
+            Arc::ptr_eq(&first_a, &interner.get(&a)),
+            "exactly MAX_BYTES of text is kept"
+        );
+        interner.get("c");
+        assert!(
+            !Arc::ptr_eq(&first_a, &interner.get(&a)),
+            "one byte more starts afresh"
+        );
+    }
+
+    #[test]
+    fn the_interner_forgets_everything_past_its_string_budget_only() {
+        let interner = Interner::default();
+        let first = interner.get("0");
+        for i in 1..Interner::MAX_STRINGS {
+            interner.get(&i.to_string());
+        }
+        assert!(
+            Arc::ptr_eq(&first, &interner.get("0")),
+            "exactly MAX_STRINGS strings are kept"
+        );
+        interner.get("one more");
+        assert!(
+            !Arc::ptr_eq(&first, &interner.get("0")),
+            "one string more starts afresh"
+        );
+    }
+
+    #[test]
+    fn conditions_count_their_claims() {
+        let c: Conditions = [("b", "1"), ("a", "2"), ("b", "3")]
+            .into_iter()
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect();
+        assert_eq!((c.len(), c.is_empty()), (2, false), "one name once");
+        assert_eq!(c.get("b"), Some(&Accepted::from("1")), "the first is kept");
+        let none = Conditions::default();
+        assert_eq!((none.len(), none.is_empty()), (0, true));
+    }
+
+    #[test]
     fn glob_is_string_like() {
         for (p, v) in [
             ("repo:acme/app:*", "repo:acme/app:ref:refs/heads/main"),
