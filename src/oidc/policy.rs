@@ -562,6 +562,14 @@ mod tests {
     }
 
     #[test]
+    fn patterns_lists_every_pattern_a_condition_accepts() {
+        let one = Accepted::from("a*");
+        assert_eq!(one.patterns().collect::<Vec<_>>(), ["a*"]);
+        let any = Accepted::from_json(&json!(["x", "y*"]), 10).unwrap();
+        assert_eq!(any.patterns().collect::<Vec<_>>(), ["x", "y*"]);
+    }
+
+    #[test]
     fn the_interner_forgets_everything_past_its_byte_budget_only() {
         let interner = Interner::default();
         let half = Interner::MAX_BYTES / 2;
@@ -620,6 +628,7 @@ mod tests {
             ("exact", "exact"),
             ("a**b", "ab"),
             ("ü*", "über"),
+            ("*ab*ab*", "abab"),
         ] {
             assert!(glob(p, v), "{p} ~ {v}");
         }
@@ -630,6 +639,10 @@ mod tests {
             ("?", "x"),
             ("[a]", "a"),
             ("", "x"),
+            ("a*a", "a"),       // prefix and suffix may not overlap
+            ("a*b*c", "aXc"),   // a middle piece must be found
+            ("*ab*ab*", "abx"), // each piece after the one before
+            ("*ab*ab*", "xabx"),
         ] {
             assert!(!glob(p, v), "{p} !~ {v}");
         }
