@@ -730,6 +730,21 @@ mod tests {
     }
 
     #[test]
+    fn boolean_claims_match_as_json_writes_them() {
+        let entries = vec![entry(json!({"issuer": "https://i", "subject": "s",
+            "audiences": ["a"], "conditions": {"ref_protected": "true"}}))];
+        let token = |protected: Value| {
+            claims(json!({"iss": "https://i", "sub": "s", "aud": "a", "exp": 1,
+                          "ref_protected": protected}))
+        };
+        assert!(matching_entry(&entries, &token(json!(true)), &[], "r").is_ok());
+        for other in [json!(false), json!("yes"), json!(null), json!([true])] {
+            let err = matching_entry(&entries, &token(other.clone()), &[], "r").unwrap_err();
+            assert_eq!(err.code, RefusalCode::ClaimMismatch, "{other}");
+        }
+    }
+
+    #[test]
     fn default_audiences_apply_when_an_entry_lists_none() {
         let entries = vec![entry(json!({"issuer": "https://i", "subject": "s"}))];
         let c =
