@@ -730,6 +730,21 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_found_two_ways_is_refused_and_named_so() {
+        let entries = vec![entry(json!({"issuer": "https://i", "subject": "s",
+            "audiences": ["a"], "conditions": {"a.b": "1"}}))];
+        let c = claims(json!({"iss": "https://i", "sub": "s", "aud": "a", "exp": 1,
+                              "a.b": "1", "a": {"b": "1"}}));
+        let err = matching_entry(&entries, &c, &[], "r").unwrap_err();
+        assert_eq!(err.code, RefusalCode::ClaimMismatch);
+        assert!(
+            err.message.contains("more than one way") && err.message.contains("a.b"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn boolean_claims_match_as_json_writes_them() {
         let entries = vec![entry(json!({"issuer": "https://i", "subject": "s",
             "audiences": ["a"], "conditions": {"ref_protected": "true"}}))];
