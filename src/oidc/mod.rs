@@ -246,6 +246,35 @@ mod tests {
         assert!(issuer_allowed(&[], "https://anything.example"));
     }
 
+    /// Clients branch on these strings: they are SPEC 7.1's, in its order.
+    #[test]
+    fn refusal_codes_are_the_spec_strings() {
+        let codes: Vec<String> = RefusalCode::ALL.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            codes,
+            [
+                "missing_auth",
+                "malformed_auth",
+                "unknown_robot",
+                "no_federation",
+                "malformed_token",
+                "issuer_not_configured",
+                "issuer_not_allowed",
+                "algorithm_not_allowed",
+                "unknown_key",
+                "bad_signature",
+                "expired",
+                "not_yet_valid",
+                "issued_in_future",
+                "audience_mismatch",
+                "subject_mismatch",
+                "claim_mismatch",
+                "replayed",
+                "issuer_unavailable",
+            ]
+        );
+    }
+
     #[test]
     fn issuer_urls_are_validated_with_spec_messages() {
         assert!(check_issuer_url("https://token.actions.githubusercontent.com", false).is_ok());
