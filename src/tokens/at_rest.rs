@@ -233,6 +233,28 @@ mod tests {
         ));
     }
 
+    /// A known answer computed apart from this code (Python: HKDF-SHA256 with the salt
+    /// `fedgate at-rest v1` and info `token lookup hmac`, then HMAC-SHA256 of the token).
+    #[test]
+    fn the_lookup_hash_is_an_hmac_under_the_derived_key() {
+        let keys = AtRestKeys::from_master(&[7u8; 32]);
+        assert_eq!(
+            keys.lookup_hash("fgr_x"),
+            "41a3b881254009e8adc1db14cf2e0d8a6ef3856e96a50b7b0212309255f47e61"
+        );
+    }
+
+    #[test]
+    fn a_sealed_value_too_short_for_its_nonce_is_undecryptable() {
+        let keys = AtRestKeys::from_master(&[7u8; 32]);
+        for short in ["", "AAAA", "AAAAAAAAAAAAAAA"] {
+            assert!(
+                matches!(keys.open(short, b"1"), Err(AtRestError::Undecryptable)),
+                "{short:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_truncated_key_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
