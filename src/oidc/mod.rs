@@ -222,11 +222,13 @@ mod tests {
             "https://token.actions.githubusercontent.com".to_string(),
             "https://*.example.com".to_string(),
             "https://gitlab.example.org/*".to_string(),
+            "https://192.0.2.1".to_string(),
         ];
         for ok in [
             "https://token.actions.githubusercontent.com/",
             "https://ci.example.com",
             "https://gitlab.example.org/group",
+            "https://192.0.2.1/",
         ] {
             assert!(issuer_allowed(&patterns, ok), "{ok}");
         }
@@ -240,6 +242,11 @@ mod tests {
             "https://1572395042\\.example.com",
             "https://x.example.com:8443",
             "https://u@ci.example.com",
+            "https://:p@ci.example.com",
+            "https://ci.example.com/?x=1",
+            "https://ci.example.com/#f",
+            "https://192.0.2.2",
+            "https://192.0.2.1.example.com",
         ] {
             assert!(!issuer_allowed(&patterns, no), "{no}");
         }
