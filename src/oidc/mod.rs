@@ -310,7 +310,13 @@ mod tests {
                 .contains("https://")
         );
         assert!(check_issuer_url("http://x", true).is_ok());
-        for bad in ["https://i?x=1", "https://i#f", "https://u:p@i"] {
+        for bad in [
+            "https://i?x=1",
+            "https://i#f",
+            "https://u:p@i",
+            "https://u@i",
+            "https://:p@i",
+        ] {
             assert!(
                 check_issuer_url(bad, false)
                     .unwrap_err()
