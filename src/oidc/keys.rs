@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::fetch::{FetchError, Fetcher};
+use super::fetch::FetchError;
 use super::host_shares::HostShares;
 use super::jws::{KeySet, parse_jwks};
-use super::{Refusal, RefusalCode, discovery};
+use super::{Refusal, RefusalCode};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 
@@ -31,7 +31,8 @@ const MAX_REMEMBERED_FAILURES: u64 = 10_000;
 /// The part of the cache's budget the issuers under one host may take (see [`HostShares`]).
 const HOST_SHARE_DIVISOR: u64 = 4;
 
-/// Where key sets come from: discovery + JWKS over HTTP in production.
+/// Where key sets come from: in production `oidc::trust::TrustedSource` (discovery and the
+/// JWKS over HTTP, or an issuer's own trust settings).
 #[async_trait]
 pub trait JwksSource: Send + Sync + 'static {
     async fn fetch(&self, issuer: &str) -> Result<KeySet, FetchError>;
@@ -40,21 +41,6 @@ pub trait JwksSource: Send + Sync + 'static {
     /// it re-reads when their file changes): served as they are, never cached or refetched.
     fn local_keys(&self, _issuer: &str) -> Option<Arc<CachedKeys>> {
         None
-    }
-}
-
-/// Discovery, then the JWKS it names.
-#[derive(Debug, Clone)]
-pub struct HttpJwksSource {
-    pub fetcher: Fetcher,
-}
-
-#[async_trait]
-impl JwksSource for HttpJwksSource {
-    async fn fetch(&self, issuer: &str) -> Result<KeySet, FetchError> {
-        let jwks_uri = discovery::jwks_uri(&self.fetcher, issuer).await?;
-        let body = self.fetcher.get(&jwks_uri).await?;
-        parse_jwks(&body).map_err(|e| FetchError::Unreachable(format!("{jwks_uri}: {e}")))
     }
 }
 
@@ -397,6 +383,13 @@ mod tests {
     }
 
     const I: &str = "https://issuer.example";
+
+    #[tokio::test]
+    async fn a_static_source_serves_its_document() {
+        let set = StaticJwksSource(jwks()).fetch(I).await.unwrap();
+        assert_eq!(set.jwk_count, 1);
+        assert!(StaticJwksSource(b"{}".to_vec()).fetch(I).await.is_err());
+    }
 
     #[tokio::test]
     async fn a_failed_first_fetch_is_remembered_for_the_cooldown_exactly() {
