@@ -532,6 +532,12 @@ mod tests {
             3,
             "b and another host's issuer stay cached"
         );
+        keys.0.entries.run_pending_tasks().await;
+        assert_eq!(
+            keys.weight(),
+            2 * weight,
+            "what the cache holds, for its gauge"
+        );
         keys.keys(a).await.unwrap();
         assert_eq!(
             issuer.fetches(),
