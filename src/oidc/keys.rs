@@ -384,6 +384,39 @@ mod tests {
 
     const I: &str = "https://issuer.example";
 
+    /// Keys the source holds itself (a static JWKS file): served as they are, and a token
+    /// with an unknown kid gets them again only once they changed.
+    #[tokio::test]
+    async fn local_keys_are_served_as_they_are_and_refetched_only_when_changed() {
+        struct Local(Mutex<Arc<CachedKeys>>);
+        #[async_trait]
+        impl JwksSource for Local {
+            async fn fetch(&self, _issuer: &str) -> Result<KeySet, FetchError> {
+                Err(FetchError::Unreachable(
+                    "local keys are never fetched".into(),
+                ))
+            }
+            fn local_keys(&self, _issuer: &str) -> Option<Arc<CachedKeys>> {
+                Some(self.0.lock().unwrap().clone())
+            }
+        }
+        let local_keys = || Arc::new(CachedKeys::new(parse_jwks(&jwks()).unwrap(), 0));
+        let source = Arc::new(Local(Mutex::new(local_keys())));
+        let settings = KeyCacheSettings {
+            cooldown_seconds: COOLDOWN,
+            max_stale_seconds: 100,
+            budget_bytes: 1 << 20,
+        };
+        let clock = Arc::new(ManualClock::at(1000));
+        let keys = KeyCache::new(source.clone(), clock, settings, Metrics::default());
+        let first = keys.keys(I).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &source.0.lock().unwrap()));
+        assert!(keys.refetch_for_unknown_kid(I, &first).await.is_none());
+        *source.0.lock().unwrap() = local_keys();
+        let changed = keys.refetch_for_unknown_kid(I, &first).await.unwrap();
+        assert!(Arc::ptr_eq(&changed, &source.0.lock().unwrap()));
+    }
+
     #[tokio::test]
     async fn a_static_source_serves_its_document() {
         let set = StaticJwksSource(jwks()).fetch(I).await.unwrap();
