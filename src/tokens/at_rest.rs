@@ -255,6 +255,30 @@ mod tests {
         }
     }
 
+    /// Replicas starting at once on one `keys.dir`: each finds no key and makes one, and
+    /// the first to link its file wins; the others read the winner's instead of failing.
+    #[test]
+    fn gateways_starting_at_once_agree_on_one_key() {
+        use std::sync::{Arc, Barrier};
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let start = Arc::new(Barrier::new(8));
+        let starting: Vec<_> = (0..8)
+            .map(|_| {
+                let (dir, start) = (dir.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    AtRestKeys::load_or_create(dir.path(), &SystemRng::default())
+                        .map(|keys| keys.lookup_hash("x"))
+                })
+            })
+            .collect();
+        let hashes: Vec<String> = starting
+            .into_iter()
+            .map(|t| t.join().unwrap().unwrap())
+            .collect();
+        assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+    }
+
     #[test]
     fn a_truncated_key_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
