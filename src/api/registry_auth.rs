@@ -442,3 +442,24 @@ pub async fn token(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_id_is_at_most_100_printable_ascii_bytes() {
+        assert!(is_client_id(&"x".repeat(100)));
+        assert!(!is_client_id(&"x".repeat(101)));
+        assert!(
+            is_client_id(" containerd/2.0 ~"),
+            "0x20 and 0x7e are printable"
+        );
+        for unfit in ["a\u{1f}b", "a\u{7f}b", "a\nb", "é"] {
+            assert!(!is_client_id(unfit), "{unfit:?}");
+        }
+        let params = |id: &str| vec![("client_id".to_string(), id.to_string())];
+        assert_eq!(client_id(&params("skopeo")), Some("skopeo"));
+        assert_eq!(client_id(&params("a\nforged audit line")), None);
+    }
+}

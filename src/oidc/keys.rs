@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::fetch::{FetchError, Fetcher};
+use super::fetch::FetchError;
 use super::host_shares::HostShares;
 use super::jws::{KeySet, parse_jwks};
-use super::{Refusal, RefusalCode, discovery};
+use super::{Refusal, RefusalCode};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 
@@ -31,7 +31,8 @@ const MAX_REMEMBERED_FAILURES: u64 = 10_000;
 /// The part of the cache's budget the issuers under one host may take (see [`HostShares`]).
 const HOST_SHARE_DIVISOR: u64 = 4;
 
-/// Where key sets come from: discovery + JWKS over HTTP in production.
+/// Where key sets come from: in production `oidc::trust::TrustedSource` (discovery and the
+/// JWKS over HTTP, or an issuer's own trust settings).
 #[async_trait]
 pub trait JwksSource: Send + Sync + 'static {
     async fn fetch(&self, issuer: &str) -> Result<KeySet, FetchError>;
@@ -40,21 +41,6 @@ pub trait JwksSource: Send + Sync + 'static {
     /// it re-reads when their file changes): served as they are, never cached or refetched.
     fn local_keys(&self, _issuer: &str) -> Option<Arc<CachedKeys>> {
         None
-    }
-}
-
-/// Discovery, then the JWKS it names.
-#[derive(Debug, Clone)]
-pub struct HttpJwksSource {
-    pub fetcher: Fetcher,
-}
-
-#[async_trait]
-impl JwksSource for HttpJwksSource {
-    async fn fetch(&self, issuer: &str) -> Result<KeySet, FetchError> {
-        let jwks_uri = discovery::jwks_uri(&self.fetcher, issuer).await?;
-        let body = self.fetcher.get(&jwks_uri).await?;
-        parse_jwks(&body).map_err(|e| FetchError::Unreachable(format!("{jwks_uri}: {e}")))
     }
 }
 
@@ -316,4 +302,281 @@ enum Wait {
     ForRefetchInProgress,
     /// For keys too stale to use, and background refreshes: fail fast instead.
     No,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use base64_simd::URL_SAFE_NO_PAD as B64;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// A JWKS document with one fresh Ed25519 key.
+    fn jwks() -> Vec<u8> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k",
+            "x": B64.encode_to_string(pair.public_key().as_ref())}]})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// An issuer that serves `document` (or fails with it) and counts its fetches.
+    struct Issuer {
+        document: Mutex<Result<Vec<u8>, String>>,
+        fetches: AtomicUsize,
+    }
+
+    impl Issuer {
+        fn serving(document: Result<Vec<u8>, String>) -> Arc<Self> {
+            Arc::new(Self {
+                document: Mutex::new(document),
+                fetches: AtomicUsize::new(0),
+            })
+        }
+
+        fn up() -> Arc<Self> {
+            Self::serving(Ok(jwks()))
+        }
+
+        fn serve(&self, document: Result<Vec<u8>, String>) {
+            *self.document.lock().unwrap() = document;
+        }
+
+        fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl JwksSource for Issuer {
+        async fn fetch(&self, _issuer: &str) -> Result<KeySet, FetchError> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            let document = self.document.lock().unwrap().clone();
+            parse_jwks(&document.map_err(FetchError::Unreachable)?).map_err(FetchError::Unreachable)
+        }
+    }
+
+    const COOLDOWN: i64 = 30;
+
+    fn cache(issuer: &Arc<Issuer>, clock: &Arc<ManualClock>, max_stale: i64) -> KeyCache {
+        cache_within(issuer, clock, max_stale, 1 << 20)
+    }
+
+    fn cache_within(
+        issuer: &Arc<Issuer>,
+        clock: &Arc<ManualClock>,
+        max_stale: i64,
+        budget_bytes: u64,
+    ) -> KeyCache {
+        let settings = KeyCacheSettings {
+            cooldown_seconds: COOLDOWN,
+            max_stale_seconds: max_stale,
+            budget_bytes,
+        };
+        KeyCache::new(issuer.clone(), clock.clone(), settings, Metrics::default())
+    }
+
+    const I: &str = "https://issuer.example";
+
+    /// Keys the source holds itself (a static JWKS file): served as they are, and a token
+    /// with an unknown kid gets them again only once they changed.
+    #[tokio::test]
+    async fn local_keys_are_served_as_they_are_and_refetched_only_when_changed() {
+        struct Local(Mutex<Arc<CachedKeys>>);
+        #[async_trait]
+        impl JwksSource for Local {
+            async fn fetch(&self, _issuer: &str) -> Result<KeySet, FetchError> {
+                Err(FetchError::Unreachable(
+                    "local keys are never fetched".into(),
+                ))
+            }
+            fn local_keys(&self, _issuer: &str) -> Option<Arc<CachedKeys>> {
+                Some(self.0.lock().unwrap().clone())
+            }
+        }
+        let local_keys = || Arc::new(CachedKeys::new(parse_jwks(&jwks()).unwrap(), 0));
+        let source = Arc::new(Local(Mutex::new(local_keys())));
+        let settings = KeyCacheSettings {
+            cooldown_seconds: COOLDOWN,
+            max_stale_seconds: 100,
+            budget_bytes: 1 << 20,
+        };
+        let clock = Arc::new(ManualClock::at(1000));
+        let keys = KeyCache::new(source.clone(), clock, settings, Metrics::default());
+        let first = keys.keys(I).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &source.0.lock().unwrap()));
+        assert!(keys.refetch_for_unknown_kid(I, &first).await.is_none());
+        *source.0.lock().unwrap() = local_keys();
+        let changed = keys.refetch_for_unknown_kid(I, &first).await.unwrap();
+        assert!(Arc::ptr_eq(&changed, &source.0.lock().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_static_source_serves_its_document() {
+        let set = StaticJwksSource(jwks()).fetch(I).await.unwrap();
+        assert_eq!(set.jwk_count, 1);
+        assert!(StaticJwksSource(b"{}".to_vec()).fetch(I).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_fetch_is_remembered_for_the_cooldown_exactly() {
+        let issuer = Issuer::serving(Err("connection refused".into()));
+        let clock = Arc::new(ManualClock::at(1000));
+        let keys = cache(&issuer, &clock, 3600);
+        let refusal = keys.keys(I).await.unwrap_err();
+        assert_eq!(refusal.code, RefusalCode::IssuerUnavailable);
+        assert!(refusal.message.contains("connection refused"), "{refusal}");
+        issuer.serve(Ok(jwks()));
+        clock.advance(COOLDOWN - 1);
+        let refusal = keys.keys(I).await.unwrap_err();
+        assert!(refusal.message.contains("connection refused"), "{refusal}");
+        assert_eq!(issuer.fetches(), 1, "not fetched again within the cooldown");
+        clock.advance(1);
+        keys.keys(I).await.unwrap();
+        assert_eq!(
+            issuer.fetches(),
+            2,
+            "fetched again once the cooldown is over"
+        );
+        keys.keys(I).await.unwrap();
+        assert_eq!(issuer.fetches(), 2, "and cached");
+    }
+
+    #[tokio::test]
+    async fn keys_past_max_stale_are_refetched_at_most_once_per_cooldown() {
+        let (issuer, clock) = (Issuer::up(), Arc::new(ManualClock::at(1000)));
+        let keys = cache(&issuer, &clock, 100);
+        let first = keys.keys(I).await.unwrap();
+        clock.advance(100);
+        assert!(
+            Arc::ptr_eq(&first, &keys.keys(I).await.unwrap()),
+            "max_stale old: served"
+        );
+        assert_eq!(issuer.fetches(), 1);
+        clock.advance(1);
+        let second = keys.keys(I).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "one second older: refetched");
+        assert_eq!(issuer.fetches(), 2);
+
+        issuer.serve(Err("issuer down".into()));
+        clock.advance(101);
+        let refusal = keys.keys(I).await.unwrap_err();
+        assert_eq!(refusal.code, RefusalCode::IssuerUnavailable);
+        assert!(refusal.message.contains("issuer down"), "{refusal}");
+        assert_eq!(issuer.fetches(), 3);
+        issuer.serve(Ok(jwks()));
+        clock.advance(COOLDOWN - 1);
+        assert!(
+            keys.keys(I).await.is_err(),
+            "within the cooldown: no refetch"
+        );
+        assert_eq!(issuer.fetches(), 3);
+        clock.advance(1);
+        keys.keys(I).await.unwrap();
+        assert_eq!(issuer.fetches(), 4);
+    }
+
+    #[tokio::test]
+    async fn keys_are_refreshed_in_the_background_from_refresh_after_seconds() {
+        let (issuer, clock) = (Issuer::up(), Arc::new(ManualClock::at(1000)));
+        let keys = cache(&issuer, &clock, 3600);
+        let first = keys.keys(I).await.unwrap();
+        clock.advance(REFRESH_AFTER_SECONDS - 1);
+        assert!(Arc::ptr_eq(&first, &keys.keys(I).await.unwrap()));
+        tokio::task::yield_now().await;
+        assert_eq!(issuer.fetches(), 1, "young keys are not refreshed");
+        clock.advance(1);
+        assert!(
+            Arc::ptr_eq(&first, &keys.keys(I).await.unwrap()),
+            "the old keys serve while the refresh runs"
+        );
+        // Up to a minute: the budget only bounds a failure.
+        for _ in 0..6000 {
+            if issuer.fetches() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(issuer.fetches(), 2, "refreshed once");
+        let mut refreshed = keys.keys(I).await.unwrap();
+        for _ in 0..6000 {
+            if !Arc::ptr_eq(&first, &refreshed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            refreshed = keys.keys(I).await.unwrap();
+        }
+        assert!(!Arc::ptr_eq(&first, &refreshed), "the refreshed keys serve");
+        assert_eq!(issuer.fetches(), 2, "fresh keys are not refreshed again");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_at_most_once_per_cooldown() {
+        let (issuer, clock) = (Issuer::up(), Arc::new(ManualClock::at(1000)));
+        let keys = cache(&issuer, &clock, 3600);
+        let first = keys.keys(I).await.unwrap();
+        clock.advance(COOLDOWN - 1);
+        assert!(keys.refetch_for_unknown_kid(I, &first).await.is_none());
+        assert_eq!(
+            issuer.fetches(),
+            1,
+            "within the cooldown of the first fetch"
+        );
+        clock.advance(1);
+        let second = keys.refetch_for_unknown_kid(I, &first).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(issuer.fetches(), 2);
+        assert!(
+            Arc::ptr_eq(&second, &keys.keys(I).await.unwrap()),
+            "and cached"
+        );
+        let again = keys.refetch_for_unknown_kid(I, &first).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&second, &again),
+            "a request that saw the old keys gets the new ones, without a fetch"
+        );
+        assert_eq!(issuer.fetches(), 2);
+    }
+
+    #[tokio::test]
+    async fn one_hosts_issuers_keep_to_a_quarter_of_the_budget() {
+        let (issuer, clock) = (Issuer::up(), Arc::new(ManualClock::at(1000)));
+        let weight = parse_jwks(&jwks()).unwrap().weight() as u64;
+        // A quarter of the budget holds one key set, not two.
+        let keys = cache_within(&issuer, &clock, 3600, HOST_SHARE_DIVISOR * (weight * 3 / 2));
+        let (a, b, other) = (
+            "https://h.example/a",
+            "https://h.example/b",
+            "https://o.example/",
+        );
+        keys.keys(a).await.unwrap();
+        keys.keys(other).await.unwrap();
+        keys.keys(b).await.unwrap();
+        assert_eq!(issuer.fetches(), 3);
+        keys.keys(b).await.unwrap();
+        keys.keys(other).await.unwrap();
+        assert_eq!(
+            issuer.fetches(),
+            3,
+            "b and another host's issuer stay cached"
+        );
+        keys.0.entries.run_pending_tasks().await;
+        assert_eq!(
+            keys.weight(),
+            2 * weight,
+            "what the cache holds, for its gauge"
+        );
+        keys.keys(a).await.unwrap();
+        assert_eq!(
+            issuer.fetches(),
+            4,
+            "a made room for b, its host's newer issuer"
+        );
+    }
 }

@@ -222,11 +222,13 @@ mod tests {
             "https://token.actions.githubusercontent.com".to_string(),
             "https://*.example.com".to_string(),
             "https://gitlab.example.org/*".to_string(),
+            "https://192.0.2.1".to_string(),
         ];
         for ok in [
             "https://token.actions.githubusercontent.com/",
             "https://ci.example.com",
             "https://gitlab.example.org/group",
+            "https://192.0.2.1/",
         ] {
             assert!(issuer_allowed(&patterns, ok), "{ok}");
         }
@@ -240,10 +242,44 @@ mod tests {
             "https://1572395042\\.example.com",
             "https://x.example.com:8443",
             "https://u@ci.example.com",
+            "https://:p@ci.example.com",
+            "https://ci.example.com/?x=1",
+            "https://ci.example.com/#f",
+            "https://192.0.2.2",
+            "https://192.0.2.1.example.com",
         ] {
             assert!(!issuer_allowed(&patterns, no), "{no}");
         }
         assert!(issuer_allowed(&[], "https://anything.example"));
+    }
+
+    /// Clients branch on these strings: they are SPEC 7.1's, in its order.
+    #[test]
+    fn refusal_codes_are_the_spec_strings() {
+        let codes: Vec<String> = RefusalCode::ALL.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            codes,
+            [
+                "missing_auth",
+                "malformed_auth",
+                "unknown_robot",
+                "no_federation",
+                "malformed_token",
+                "issuer_not_configured",
+                "issuer_not_allowed",
+                "algorithm_not_allowed",
+                "unknown_key",
+                "bad_signature",
+                "expired",
+                "not_yet_valid",
+                "issued_in_future",
+                "audience_mismatch",
+                "subject_mismatch",
+                "claim_mismatch",
+                "replayed",
+                "issuer_unavailable",
+            ]
+        );
     }
 
     #[test]
@@ -274,7 +310,13 @@ mod tests {
                 .contains("https://")
         );
         assert!(check_issuer_url("http://x", true).is_ok());
-        for bad in ["https://i?x=1", "https://i#f", "https://u:p@i"] {
+        for bad in [
+            "https://i?x=1",
+            "https://i#f",
+            "https://u:p@i",
+            "https://u@i",
+            "https://:p@i",
+        ] {
             assert!(
                 check_issuer_url(bad, false)
                     .unwrap_err()

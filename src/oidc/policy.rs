@@ -562,6 +562,62 @@ mod tests {
     }
 
     #[test]
+    fn patterns_lists_every_pattern_a_condition_accepts() {
+        let one = Accepted::from("a*");
+        assert_eq!(one.patterns().collect::<Vec<_>>(), ["a*"]);
+        let any = Accepted::from_json(&json!(["x", "y*"]), 10).unwrap();
+        assert_eq!(any.patterns().collect::<Vec<_>>(), ["x", "y*"]);
+    }
+
+    #[test]
+    fn the_interner_forgets_everything_past_its_byte_budget_only() {
+        let interner = Interner::default();
+        let half = Interner::MAX_BYTES / 2;
+        let (a, b) = ("a".repeat(half), "b".repeat(half));
+        let first_a = interner.get(&a);
+        interner.get(&b);
+        assert!(
+            Arc::ptr_eq(&first_a, &interner.get(&a)),
+            "exactly MAX_BYTES of text is kept"
+        );
+        interner.get("c");
+        assert!(
+            !Arc::ptr_eq(&first_a, &interner.get(&a)),
+            "one byte more starts afresh"
+        );
+    }
+
+    #[test]
+    fn the_interner_forgets_everything_past_its_string_budget_only() {
+        let interner = Interner::default();
+        let first = interner.get("0");
+        for i in 1..Interner::MAX_STRINGS {
+            interner.get(&i.to_string());
+        }
+        assert!(
+            Arc::ptr_eq(&first, &interner.get("0")),
+            "exactly MAX_STRINGS strings are kept"
+        );
+        interner.get("one more");
+        assert!(
+            !Arc::ptr_eq(&first, &interner.get("0")),
+            "one string more starts afresh"
+        );
+    }
+
+    #[test]
+    fn conditions_count_their_claims() {
+        let c: Conditions = [("b", "1"), ("a", "2"), ("b", "3")]
+            .into_iter()
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect();
+        assert_eq!((c.len(), c.is_empty()), (2, false), "one name once");
+        assert_eq!(c.get("b"), Some(&Accepted::from("1")), "the first is kept");
+        let none = Conditions::default();
+        assert_eq!((none.len(), none.is_empty()), (0, true));
+    }
+
+    #[test]
     fn glob_is_string_like() {
         for (p, v) in [
             ("repo:acme/app:*", "repo:acme/app:ref:refs/heads/main"),
@@ -572,6 +628,7 @@ mod tests {
             ("exact", "exact"),
             ("a**b", "ab"),
             ("ü*", "über"),
+            ("*ab*ab*", "abab"),
         ] {
             assert!(glob(p, v), "{p} ~ {v}");
         }
@@ -582,6 +639,10 @@ mod tests {
             ("?", "x"),
             ("[a]", "a"),
             ("", "x"),
+            ("a*a", "a"),       // prefix and suffix may not overlap
+            ("a*b*c", "aXc"),   // a middle piece must be found
+            ("*ab*ab*", "abx"), // each piece after the one before
+            ("*ab*ab*", "xabx"),
         ] {
             assert!(!glob(p, v), "{p} !~ {v}");
         }
@@ -666,6 +727,36 @@ mod tests {
         assert_eq!(claim(map, "/a.b"), found(json!("flat")));
         assert_eq!(claim(map, "/a~2b"), ClaimLookup::Missing);
         assert!(is_json_pointer("/a~0b~1c") && !is_json_pointer("/a~") && !is_json_pointer("a"));
+    }
+
+    #[test]
+    fn a_claim_found_two_ways_is_refused_and_named_so() {
+        let entries = vec![entry(json!({"issuer": "https://i", "subject": "s",
+            "audiences": ["a"], "conditions": {"a.b": "1"}}))];
+        let c = claims(json!({"iss": "https://i", "sub": "s", "aud": "a", "exp": 1,
+                              "a.b": "1", "a": {"b": "1"}}));
+        let err = matching_entry(&entries, &c, &[], "r").unwrap_err();
+        assert_eq!(err.code, RefusalCode::ClaimMismatch);
+        assert!(
+            err.message.contains("more than one way") && err.message.contains("a.b"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn boolean_claims_match_as_json_writes_them() {
+        let entries = vec![entry(json!({"issuer": "https://i", "subject": "s",
+            "audiences": ["a"], "conditions": {"ref_protected": "true"}}))];
+        let token = |protected: Value| {
+            claims(json!({"iss": "https://i", "sub": "s", "aud": "a", "exp": 1,
+                          "ref_protected": protected}))
+        };
+        assert!(matching_entry(&entries, &token(json!(true)), &[], "r").is_ok());
+        for other in [json!(false), json!("yes"), json!(null), json!([true])] {
+            let err = matching_entry(&entries, &token(other.clone()), &[], "r").unwrap_err();
+            assert_eq!(err.code, RefusalCode::ClaimMismatch, "{other}");
+        }
     }
 
     #[test]

@@ -426,7 +426,33 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_id_is_1_to_64_letters_digits_or_dashes() {
+        let template = "https://login.microsoftonline.com/{tenantid}/v2.0";
+        let token = |tid: &str| {
+            claims(
+                json!({"iss": format!("https://login.microsoftonline.com/{tid}/v2.0"),
+                          "sub": "s", "exp": 1, "tid": tid}),
+            )
+        };
+        assert!(issuer_accepts(template, &token(&"a-1".repeat(21))));
+        assert!(issuer_accepts(template, &token(&"a".repeat(64))));
+        assert!(!issuer_accepts(template, &token(&"a".repeat(65))));
+        assert!(!issuer_accepts(template, &token("a_b")));
+        assert!(
+            !issuer_accepts("https://login.microsoftonline.com/common/v2.0", &token("x")),
+            "a plain issuer is no template"
+        );
+    }
+
+    #[test]
     fn templates_hold_one_whole_segment() {
+        assert!(
+            check_issuer("https://h/{other}/v2.0", false)
+                .unwrap_err()
+                .contains("the only placeholder"),
+            "another placeholder is not a template"
+        );
+        assert!(!is_template("https://h/{other}/v2.0") && !is_template("https://h/tenantid/"));
         assert!(check_issuer("https://login.microsoftonline.com/{tenantid}/v2.0", false).is_ok());
         assert!(check_issuer("https://sts.windows.net/{tenantid}/", false).is_ok());
         for bad in [
@@ -461,6 +487,19 @@ mod tests {
                 "static",
             ),
             (json!({"issuer": "https://k", "jwks": "not json"}), "jwks:"),
+            (
+                json!({"issuer": "https://k", "jwks": "{\"keys\": []}", "allow_private_network": true}),
+                "static",
+            ),
+            (
+                json!({"issuer": "https://k", "jwks_file": "/j", "jwks_uri": "https://k/j"}),
+                "at most one",
+            ),
+            (
+                json!({"issuer": "https://k", "jwks_uri": "http://k/j"}),
+                "https://",
+            ),
+            (json!({"issuer": "http://k"}), "https://"),
         ] {
             let err = check_settings(&[t(bad.clone())], false).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
@@ -470,6 +509,16 @@ mod tests {
             t(json!({"issuer": "https://k/", "jwks_uri": "https://k/j"})),
         ];
         assert!(check_settings(&twice, false).unwrap_err().contains("twice"));
+        let two = [
+            t(json!({"issuer": "https://k", "jwks_file": "/j"})),
+            t(json!({"issuer": "https://l", "jwks_uri": "https://l/j"})),
+        ];
+        check_settings(&two, false).unwrap();
+        check_settings(
+            &[t(json!({"issuer": "http://k", "jwks_uri": "http://k/j"}))],
+            true,
+        )
+        .unwrap();
         check_settings(
             &[t(json!({"issuer": "https://k", "jwks_uri": "https://api:6443/openid/v1/jwks",
                         "bearer_token_file": "/t", "ca_file": "/ca", "allow_private_network": true}))],

@@ -189,6 +189,56 @@ mod tests {
         }
     }
 
+    /// The signature check's four answers, each from the one thing that is wrong.
+    #[test]
+    fn signatures_verify_only_with_the_named_key_of_the_right_type() {
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+        use base64_simd::URL_SAFE_NO_PAD as B64;
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pair = || {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+            Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+        };
+        let (signer, other) = (pair(), pair());
+        let jwk = |kid: &str, key: &Ed25519KeyPair| {
+            json!({"kty": "OKP", "crv": "Ed25519", "kid": kid,
+                   "x": B64.encode_to_string(key.public_key().as_ref())})
+        };
+        let keys = |jwks: Vec<Value>| {
+            super::super::jws::parse_jwks(json!({ "keys": jwks }).to_string().as_bytes()).unwrap()
+        };
+        let token = |header: Value, key: &Ed25519KeyPair| {
+            let input = format!(
+                "{}.{}",
+                B64.encode_to_string(header.to_string()),
+                B64.encode_to_string(json!({"iss": "i"}).to_string())
+            );
+            let sig = B64.encode_to_string(key.sign(input.as_bytes()).as_ref());
+            format!("{input}.{sig}")
+        };
+        let check = |token: &str, set: &KeySet| {
+            let compact = super::super::jws::decode(token).unwrap();
+            let alg = algorithm(&compact).unwrap();
+            signature(&compact, alg, set).map_err(|e| e.map(|r| r.code))
+        };
+        let one = keys(vec![jwk("a", &signer)]);
+        let good = token(json!({"alg": "EdDSA", "kid": "a"}), &signer);
+        assert_eq!(check(&good, &one), Ok(()));
+        let forged = token(json!({"alg": "EdDSA", "kid": "a"}), &other);
+        assert_eq!(check(&forged, &one), Err(Some(RefusalCode::BadSignature)));
+        let unknown = token(json!({"alg": "EdDSA", "kid": "b"}), &signer);
+        assert_eq!(check(&unknown, &one), Err(None), "a refetch may find it");
+        let no_kid = token(json!({"alg": "EdDSA"}), &signer);
+        assert_eq!(check(&no_kid, &one), Ok(()), "the only key");
+        let two = keys(vec![jwk("a", &signer), jwk("b", &other)]);
+        assert_eq!(check(&no_kid, &two), Err(Some(RefusalCode::UnknownKey)));
+        let wrong_alg = token(json!({"alg": "ES256", "kid": "a"}), &signer);
+        assert_eq!(
+            check(&wrong_alg, &one),
+            Err(Some(RefusalCode::AlgorithmNotAllowed))
+        );
+    }
+
     #[test]
     fn times_honour_leeway() {
         let c = claims(payload(

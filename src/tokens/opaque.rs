@@ -117,6 +117,46 @@ mod tests {
         assert!(!is_well_formed(TokenKind::Api, &unicode));
     }
 
+    /// Bytes 248-255 would make the first characters of the alphabet likelier: they are
+    /// skipped, and more are drawn until the token is complete.
+    #[test]
+    fn random_bytes_past_the_last_whole_alphabet_are_skipped() {
+        struct Pattern;
+        impl Rng for Pattern {
+            fn fill(&self, dest: &mut [u8]) -> Result<(), RandomUnavailable> {
+                for (i, b) in dest.iter_mut().enumerate() {
+                    *b = if i % 2 == 0 {
+                        248 + (i % 8) as u8
+                    } else {
+                        1 + 62 * 3
+                    };
+                }
+                Ok(())
+            }
+        }
+        let token = generate(TokenKind::Robot, &Pattern).unwrap();
+        assert_eq!(
+            token.expose_secret(),
+            format!("fgr_{}2PeVHj", "1".repeat(43)),
+            "the checksum is a known answer (Python: zlib.crc32, base62, six digits)"
+        );
+    }
+
+    /// Known answers computed apart from this code (Python: `zlib.crc32` of prefix and random
+    /// part, six base62 digits, most significant first): secret scanners check the same sum.
+    #[test]
+    fn the_checksum_is_crc32_in_base62() {
+        let robot = format!("fgr_{}2PeVHj", "1".repeat(43));
+        assert!(is_well_formed(TokenKind::Robot, &robot));
+        let api = format!("fga_{}119a31", "z".repeat(43));
+        assert!(is_well_formed(TokenKind::Api, &api));
+        let dash = format!("fgr_{}-2mMlFg", "1".repeat(42));
+        assert!(
+            !is_well_formed(TokenKind::Robot, &dash),
+            "a right checksum does not make a non-alphanumeric character right"
+        );
+    }
+
     #[test]
     fn debug_output_hides_the_secret() {
         let token = generate(TokenKind::Robot, &SystemRng::default()).unwrap();

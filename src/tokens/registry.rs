@@ -135,6 +135,22 @@ mod tests {
     }
 
     #[test]
+    fn odd_scopes_are_skipped_or_narrowed() {
+        let parsed = parse_scopes([":acme/app:pull repository::pull repository:acme/app"]);
+        assert_eq!(parsed, [], "no type, no name, no actions part");
+        let scope = parse_scopes(["repository:acme/app:pull,,push,"]).remove(0);
+        assert_eq!(scope.actions, ["pull", "push"], "empty actions are dropped");
+        let granted = grant(&scope, Role::Write).unwrap();
+        assert_eq!(granted.scope(), "repository:acme/app:pull,push");
+        let twice = parse_scopes(["repository:acme/app:pull,*,pull"]).remove(0);
+        assert_eq!(grant(&twice, Role::Read).unwrap().actions, ["pull"]);
+        for not_a_repository in ["registry:acme/app:*", "repository:acme/:pull"] {
+            let scope = parse_scopes([not_a_repository]).remove(0);
+            assert_eq!(repository_in(&scope, "acme"), None, "{not_a_repository}");
+        }
+    }
+
+    #[test]
     fn roles_grant_only_their_actions() {
         let scope = |actions: &str| {
             parse_scopes([format!("repository:acme/app:{actions}").as_str()]).remove(0)
