@@ -490,6 +490,23 @@ mod tests {
     }
 
     #[test]
+    fn raw_entries_get_the_shapes_of_the_provider_that_certainly_issued_them() {
+        let name = |issuer| spec_for_issuer(issuer).map(|s| s.name);
+        assert_eq!(name(github::ISSUER), Some("github"));
+        assert_eq!(
+            name("https://token.actions.githubusercontent.com/acme"),
+            Some("github")
+        );
+        assert_eq!(name(gitlab::GITLAB_COM), Some("gitlab"));
+        assert_eq!(name("https://gitlab.com/"), Some("gitlab"));
+        assert_eq!(name(google::ISSUER), Some("google"));
+        // Self-hosted GitLab, a Kubernetes cluster, any other issuer: cannot be told apart.
+        assert_eq!(name("https://gitlab.example.com"), None);
+        assert_eq!(name("https://kubernetes.default.svc"), None);
+        assert_eq!(name("https://idp.example"), None);
+    }
+
+    #[test]
     fn unknown_providers_and_fields() {
         assert!(
             expand_entry(json!({"issuer": "https://i"}).as_object().unwrap())
