@@ -202,4 +202,14 @@ mod tests {
             assert!(err.contains("GROUP/PROJECT"), "{bad}: {err}");
         }
     }
+
+    #[test]
+    fn each_fault_of_a_ci_config_path_is_refused_alone() {
+        for ci_config in ["/.gitlab-ci.yml", "ci//main.yml", "ci.yml@main"] {
+            let err = expand(json!({"provider": "gitlab", "project_path": "g/p",
+                                    "ci_config": ci_config}))
+            .unwrap_err();
+            assert!(err.contains("ci_config"), "{ci_config}: {err}");
+        }
+    }
 }

@@ -105,4 +105,20 @@ mod tests {
                 .contains("email or unique_id is required")
         );
     }
+
+    #[test]
+    fn each_fault_of_an_email_is_refused_alone() {
+        for email in [
+            "@p.iam.gserviceaccount.com",
+            "b@localhost",
+            "a b@p.iam.gserviceaccount.com",
+        ] {
+            let refused = expand_entry(
+                json!({"provider": "google", "email": email})
+                    .as_object()
+                    .unwrap(),
+            );
+            assert!(refused.is_err(), "{email}: {refused:?}");
+        }
+    }
 }

@@ -142,4 +142,18 @@ mod tests {
             assert!(err.contains(needle), "{bad}: {err}");
         }
     }
+
+    #[test]
+    fn labels_take_digits_and_dashes_and_each_uid_fault_is_refused_alone() {
+        assert!(
+            expand(json!({"provider": "kubernetes", "issuer": "https://k",
+                "namespace": "team-1", "service_account": "builder-2"}))
+            .is_ok()
+        );
+        for uid in ["14ee3fa4", "14ee3fa4-a7e2-420f-9f9a-dbc4507c379z"] {
+            let refused = expand(json!({"provider": "kubernetes", "issuer": "https://k",
+                "namespace": "ci", "service_account": "b", "service_account_uid": uid}));
+            assert!(refused.is_err(), "{uid}: {refused:?}");
+        }
+    }
 }
