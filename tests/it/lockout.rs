@@ -42,13 +42,7 @@ async fn exchange(client: &reqwest::Client, gw: &Gateway, robot: &str, jwt: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_many_addresses_does_not_lock_a_robot_out() {
     let issuer = Issuer::rsa().await;
-    let gw = Gateway::trusting(
-        Backend::Sqlite,
-        &issuer,
-        Arc::new(ManualClock::at(SystemClock.unix())),
-        |_| {},
-    )
-    .await;
+    let gw = Gateway::trusting_on_a_manual_clock(&issuer).await;
     gw.federated_robot("acme", "ci", github_entry(&issuer))
         .await;
     let per_ip = gw.config.limits.failed_exchanges_per_minute_per_ip;

@@ -2,13 +2,11 @@
 //! logins one address may try.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use fedgate::clock::{Clock, ManualClock, SystemClock};
 use serde_json::json;
 
 use crate::harness::issuer::Issuer;
-use crate::harness::{Backend, Gateway, Reply, send};
+use crate::harness::{Gateway, Reply, send};
 
 fn client_from(source: &str) -> reqwest::Client {
     let ip: IpAddr = source.parse().unwrap();
@@ -64,13 +62,7 @@ async fn v2_auth(client: &reqwest::Client, gw: &Gateway, password: &str, query: 
 #[tokio::test]
 async fn registry_token_requests_carry_a_bounded_number_of_scopes() {
     let issuer = Issuer::rsa().await;
-    let gw = Gateway::trusting(
-        Backend::Sqlite,
-        &issuer,
-        Arc::new(ManualClock::at(SystemClock.unix())),
-        |_| {},
-    )
-    .await;
+    let gw = Gateway::trusting_on_a_manual_clock(&issuer).await;
     let password = registry_robot(&gw, &issuer).await;
     let client = reqwest::Client::new();
     let scopes = |n: usize| {
@@ -94,13 +86,7 @@ async fn registry_token_requests_carry_a_bounded_number_of_scopes() {
 #[tokio::test]
 async fn failed_registry_logins_are_limited_per_address() {
     let issuer = Issuer::rsa().await;
-    let gw = Gateway::trusting(
-        Backend::Sqlite,
-        &issuer,
-        Arc::new(ManualClock::at(SystemClock.unix())),
-        |_| {},
-    )
-    .await;
+    let gw = Gateway::trusting_on_a_manual_clock(&issuer).await;
     let password = registry_robot(&gw, &issuer).await;
     let guesser = client_from("127.0.0.2");
     let query = "scope=repository:acme/app:pull";

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use fedgate::admin::issue_api_token;
 use fedgate::app::{AppState, SchemaPolicy, open_store};
-use fedgate::clock::{Clock, SystemClock};
+use fedgate::clock::{Clock, ManualClock, SystemClock};
 use fedgate::config::Config;
 use fedgate::http::auth::Scope;
 use fedgate::http::listener::ServeOptions;
@@ -184,6 +184,13 @@ impl Gateway {
             adjust(c);
         })
         .await
+    }
+
+    /// As [`Gateway::trusting`], on SQLite with the default settings and a [`ManualClock`] set
+    /// to now: it stands still unless the test moves it, so no rate-limit minute turns mid-test.
+    pub async fn trusting_on_a_manual_clock(issuer: &issuer::Issuer) -> Self {
+        let clock = Arc::new(ManualClock::at(SystemClock.unix()));
+        Self::trusting(Backend::Sqlite, issuer, clock, |_| {}).await
     }
 
     /// Serves `config` (its listen addresses are replaced by fresh loopback ports).
