@@ -308,6 +308,64 @@ mod tests {
         }
     }
 
+    /// Each address is refused by one clause of the guard alone, and its neighbours just
+    /// outside the range are public, so no clause can be dropped or widened unnoticed.
+    #[test]
+    fn each_non_public_range_is_refused_on_its_own_and_its_edges_are_public() {
+        for private in [
+            "127.255.255.254",  // loopback
+            "172.31.255.255",   // private
+            "169.254.0.1",      // link local
+            "192.0.2.7",        // documentation
+            "0.1.2.3",          // "this network"
+            "100.64.0.0",       // shared address space: first
+            "100.127.255.255",  // shared address space: last
+            "192.0.0.9",        // IETF protocol assignments
+            "198.18.0.0",       // benchmarking: first
+            "198.19.255.255",   // benchmarking: last
+            "240.0.0.0",        // reserved
+            "239.255.255.255",  // multicast
+            "fc00::1",          // unique local: first half
+            "fdff:ffff::1",     // unique local: second half
+            "febf::1",          // link local: last
+            "2001:db8:ffff::1", // documentation
+            "64:ff9b::7f00:1",  // NAT64
+            "ff02::1",          // multicast
+        ] {
+            assert!(
+                !is_public(private.parse().unwrap()),
+                "{private} is not public"
+            );
+        }
+        for public in [
+            "11.0.0.1",
+            "172.32.0.1",
+            "100.63.255.255",
+            "100.128.0.0",
+            "192.0.1.0",
+            "192.1.0.0",
+            "193.0.0.1",
+            "198.17.255.255",
+            "198.20.0.0",
+            "99.64.0.1",
+            "101.64.0.1",
+            "197.18.0.1",
+            "199.18.0.1",
+            "191.0.0.1",
+            "223.255.255.255",
+            "fbff::1",
+            "fe00::1",
+            "fec0::1",
+            "2001:db9::1",
+            "2002:db8::1",
+            "64:ff9a::1",
+            "65:ff9b::1",
+            "::ffff:8.8.4.4",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public} is public");
+        }
+    }
+
     #[test]
     fn urls_are_checked_before_any_io() {
         let f = Fetcher::new(&Federation::default()).unwrap();
@@ -326,5 +384,34 @@ mod tests {
             f.check_url(&Url::parse("https://token.actions.githubusercontent.com").unwrap())
                 .is_ok()
         );
+        assert!(
+            f.check_url(&Url::parse("https://8.8.8.8/").unwrap())
+                .is_ok()
+        );
+        assert!(
+            f.check_url(&Url::parse("https://[2606:4700::1111]/").unwrap())
+                .is_ok()
+        );
+
+        let lab = Fetcher::new(&Federation {
+            allow_http_issuers: true,
+            allow_private_networks: true,
+            ..Federation::default()
+        })
+        .unwrap();
+        for allowed in [
+            "http://127.0.0.1:8080/",
+            "https://[::1]/",
+            "http://issuer.local",
+        ] {
+            assert!(
+                lab.check_url(&Url::parse(allowed).unwrap()).is_ok(),
+                "{allowed}"
+            );
+        }
+        assert!(matches!(
+            lab.check_url(&Url::parse("ftp://127.0.0.1/").unwrap()),
+            Err(FetchError::Refused(_))
+        ));
     }
 }
