@@ -114,4 +114,32 @@ mod tests {
         );
         assert_eq!(host_of("not a url"), "not a url");
     }
+
+    /// A refetch and a forget each take the issuer's old bytes off its host's count: a count
+    /// too high would drop a neighbour for nothing, one too low would let a host past its share.
+    #[test]
+    fn refetched_and_forgotten_issuers_leave_their_host_exactly_what_remains() {
+        let shares = HostShares::new(100);
+        shares.admit("https://ci.example/a", 40);
+        shares.admit("https://ci.example/b", 40);
+        assert!(
+            shares.admit("https://ci.example/a", 40).is_empty(),
+            "a refetch of the same size keeps the host at 80"
+        );
+        assert_eq!(
+            shares.admit("https://ci.example/c", 30),
+            ["https://ci.example/b"],
+            "110 bytes: the oldest (b, since a was refetched) goes"
+        );
+
+        let shares = HostShares::new(100);
+        shares.admit("https://ci.example/a", 60);
+        shares.admit("https://ci.example/b", 30);
+        shares.forget("https://ci.example/b");
+        assert_eq!(
+            shares.admit("https://ci.example/c", 50),
+            ["https://ci.example/a"],
+            "60 left after the forget, 110 with c"
+        );
+    }
 }
