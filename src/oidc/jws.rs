@@ -425,6 +425,22 @@ mod tests {
     }
 
     #[test]
+    fn the_allow_list_is_nine_algorithms_by_their_exact_names() {
+        let names = [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+        ];
+        for name in names {
+            let alg = Alg::parse(name).unwrap_or_else(|| panic!("{name} is accepted"));
+            assert_eq!(alg.as_str(), name);
+        }
+        for refused in [
+            "none", "HS256", "HS512", "ES512", "rs256", "RS256 ", "Ed25519", "",
+        ] {
+            assert_eq!(Alg::parse(refused), None, "{refused:?} is refused");
+        }
+    }
+
+    #[test]
     fn an_rsa_key_without_alg_is_parsed_once_and_verifies_every_rsa_algorithm() {
         use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
         let pair = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
@@ -442,9 +458,11 @@ mod tests {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         for (alg, padding) in [
             (Alg::RS256, &signature::RSA_PKCS1_SHA256),
+            (Alg::RS384, &signature::RSA_PKCS1_SHA384),
             (Alg::RS512, &signature::RSA_PKCS1_SHA512),
             (Alg::PS256, &signature::RSA_PSS_SHA256),
             (Alg::PS384, &signature::RSA_PSS_SHA384),
+            (Alg::PS512, &signature::RSA_PSS_SHA512),
         ] {
             let mut sig = vec![0u8; pair.public_modulus_len()];
             pair.sign(padding, &rng, b"message", &mut sig).unwrap();
@@ -466,6 +484,90 @@ mod tests {
             set.find(Some("k"), Alg::RS256),
             KeyLookup::WrongAlgorithm
         ));
+    }
+
+    /// The key cache's byte budget (`limits.jwks_cache_bytes`) is only as good as these
+    /// weights: an RSA key weighs its parsed form (several times its modulus), and a set weighs
+    /// each key and each `kid`.
+    #[test]
+    fn a_key_set_weighs_its_keys_and_their_kids() {
+        use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+        let b64 = |bytes: &[u8]| BASE64URL_NOPAD.encode_to_string(bytes);
+        let jwk = |size, kid: &str| {
+            let pair = RsaKeyPair::generate(size).unwrap();
+            let public = pair.public_key();
+            serde_json::json!({"kty": "RSA", "kid": kid,
+                "n": b64(public.modulus().big_endian_without_leading_zero()),
+                "e": b64(public.exponent().big_endian_without_leading_zero())})
+        };
+        let weigh = |keys: Vec<serde_json::Value>| {
+            let doc = serde_json::json!({ "keys": keys });
+            parse_jwks(doc.to_string().as_bytes()).unwrap().weight()
+        };
+        let small = jwk(aws_lc_rs::rsa::KeySize::Rsa2048, "k");
+        let one = weigh(vec![small.clone()]);
+        assert!(
+            one >= 4 * 256,
+            "a 2048-bit key weighs its parsed form: {one}"
+        );
+        let big = weigh(vec![jwk(aws_lc_rs::rsa::KeySize::Rsa4096, "k")]);
+        assert!(
+            big >= one + 4 * 256,
+            "a 4096-bit key weighs four times its extra 256 bytes more: {big} against {one}"
+        );
+        let mut long_kid = small.clone();
+        let kid = "k".repeat(101);
+        long_kid["kid"] = kid.as_str().into();
+        let long = weigh(vec![long_kid]);
+        assert!(
+            (one + 2 * 100..one + 300).contains(&long),
+            "a kid weighs its bytes, in the index and in the key, and no more: {long} against {one}"
+        );
+        let mut other = small.clone();
+        other["kid"] = "j".into();
+        let mut without_kid = small.clone();
+        without_kid.as_object_mut().unwrap().remove("kid");
+        assert!(
+            weigh(vec![without_kid]) >= one - 64 - 2,
+            "a key without a kid still weighs"
+        );
+        let two = weigh(vec![small, other]);
+        assert!(
+            two >= 2 * one - 256,
+            "two keys weigh about twice one: {two} against {one}"
+        );
+    }
+
+    /// A JWK's `alg` names the one algorithm its key may verify (RFC 7517 4.4): a P-256 key
+    /// declared for ES384, or an Ed25519 key declared for ES256, is not used at all.
+    #[test]
+    fn a_key_declared_for_another_algorithm_is_not_used() {
+        use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+        let b64 = |bytes: &[u8]| BASE64URL_NOPAD.encode_to_string(bytes);
+        let p256 = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = p256.public_key().as_ref();
+        let ec = |alg: &str| {
+            serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k", "alg": alg,
+                "x": b64(&point[1..33]), "y": b64(&point[33..65])}]})
+        };
+        let ed = Ed25519KeyPair::generate().unwrap();
+        let okp = |alg: &str| {
+            serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "alg": alg,
+                "x": b64(ed.public_key().as_ref())}]})
+        };
+        for (doc, usable) in [
+            (ec("ES256"), true),
+            (ec("ES384"), false),
+            (ec("RS256"), false),
+            (okp("EdDSA"), true),
+            (okp("ES256"), false),
+        ] {
+            assert_eq!(
+                parse_jwks(doc.to_string().as_bytes()).is_ok(),
+                usable,
+                "{doc}"
+            );
+        }
     }
 
     #[test]
