@@ -38,5 +38,6 @@ mod registry_oauth;
 mod replicas;
 mod robots;
 mod rotation;
+mod shared_state;
 mod trust;
 mod upgrades;
