@@ -483,10 +483,50 @@ mod tests {
         assert!(Shape::Prefix("refs/").can_match("refs/tags/v*"));
         assert!(!Shape::Prefix("refs/").can_match("main"));
         assert!(!Shape::Prefix("refs/").can_match("main*"));
+        assert!(
+            !Shape::Prefix("refs/").can_match("refs"),
+            "without a *, the pattern is the whole value"
+        );
         assert!(Shape::NotPrefix("refs/").can_match("main"));
         assert!(!Shape::NotPrefix("refs/").can_match("refs/heads/main"));
         assert!(Shape::OneOf(&["true", "false"]).can_match("t*"));
         assert!(!Shape::OneOf(&["true", "false"]).can_match("yes"));
+    }
+
+    /// Empty strings and nulls are absent, wrong types are refused by name, IDs are at most
+    /// 32 digits (a number given for one is its digits).
+    #[test]
+    fn preset_fields_are_read_strictly() {
+        let map = json!({"empty": "", "null": null, "text": "acme", "number": 42,
+            "yes": true, "no": false, "word": "yes", "list": ["a", "b*"],
+            "id32": "1".repeat(32), "id33": "1".repeat(33), "letters": "12a"});
+        let fields = Fields {
+            provider: "github",
+            map: map.as_object().unwrap(),
+        };
+        for absent in ["empty", "null", "missing"] {
+            assert_eq!(fields.text(absent), Ok(None), "{absent}");
+            assert!(fields.accepted(absent).unwrap().is_none(), "{absent}");
+            assert_eq!(fields.id(absent), Ok(None), "{absent}");
+            assert!(fields.required(absent).unwrap_err().contains("is required"));
+        }
+        assert_eq!(fields.text("text"), Ok(Some("acme")));
+        assert_eq!(fields.required("text"), Ok("acme"));
+        let err = fields.text("number").unwrap_err();
+        assert_eq!(err, "provider github: number must be a string");
+        assert!(fields.accepted("list").unwrap().is_some());
+        assert!(fields.accepted("number").is_err());
+
+        assert_eq!(fields.boolean("yes"), Ok(Some(true)));
+        assert_eq!(fields.boolean("no"), Ok(Some(false)));
+        assert_eq!(fields.boolean("null"), Ok(None));
+        assert!(fields.boolean("word").is_err(), "\"yes\" is not a boolean");
+
+        assert_eq!(fields.id("number"), Ok(Some("42".into())));
+        assert_eq!(fields.id("id32"), Ok(Some("1".repeat(32))));
+        assert!(fields.id("id33").is_err());
+        assert!(fields.id("letters").is_err());
+        assert!(fields.id("yes").is_err());
     }
 
     #[test]
