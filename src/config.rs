@@ -649,6 +649,20 @@ mod tests {
         assert_eq!(c.database_kind().unwrap(), DatabaseKind::Sqlite);
     }
 
+    /// A staged key must wait for every replica's keyring check: twice its interval.
+    #[test]
+    fn the_activation_delay_is_at_least_two_keyring_checks() {
+        let delay = |seconds: &str| {
+            Config::load(
+                None,
+                env(&[("FEDGATE_KEYS_ACTIVATION_DELAY_SECONDS", seconds)]),
+            )
+        };
+        let err = delay("9").unwrap_err().to_string();
+        assert!(err.contains("at least 10"), "{err}");
+        assert!(delay("10").is_ok());
+    }
+
     #[test]
     fn env_overrides_are_typed_by_their_key() {
         let c = Config::load(

@@ -306,6 +306,60 @@ mod tests {
         assert_eq!(list(dir.path()).unwrap()[0].activates_at(), 1000);
     }
 
+    /// A missing `keys.dir` is an empty keyring (the first start makes it); one that cannot be
+    /// read, or a sidecar that cannot be read, is an error: never a keyring that looks empty
+    /// or a key that looks legacy (fedgate would make a new key beside keys it cannot see).
+    #[test]
+    fn only_a_missing_directory_or_sidecar_counts_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(list(&dir.path().join("missing")).unwrap(), vec![]);
+        let not_a_dir = dir.path().join("file");
+        fs::write(&not_a_dir, b"").unwrap();
+        assert!(matches!(list(&not_a_dir), Err(KeyringError::Io { .. })));
+
+        let keys = dir.path().join("keys");
+        let file = generate(&keys, SigningAlg::EdDSA, 1000, 1000).unwrap();
+        fs::remove_file(file.meta_path()).unwrap();
+        assert_eq!(
+            list(&keys).unwrap()[0].meta,
+            None,
+            "a key from before sidecars"
+        );
+        fs::create_dir(file.meta_path()).unwrap();
+        assert!(matches!(list(&keys), Err(KeyringError::Io { .. })));
+    }
+
+    /// A registry checks the certificate's dates: valid from a day before the key was made
+    /// (clock skew between hosts) for CERTIFICATE_DAYS.
+    #[test]
+    fn the_certificate_is_valid_from_a_day_before_the_key_for_ten_years() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = 1_800_000_000;
+        let file = generate(dir.path(), SigningAlg::ES256, created, created).unwrap();
+        let pem = file.meta.unwrap().certificate;
+        let base64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = data_encoding::BASE64.decode(base64.as_bytes()).unwrap();
+        // RFC 5280: UTCTime (two-digit year) until 2049, GeneralizedTime after.
+        let asn1_time = |unix: i64| {
+            let at = time::OffsetDateTime::from_unix_timestamp(unix).unwrap();
+            let utc = time::macros::format_description!(
+                "[year repr:last_two][month][day][hour][minute][second]Z"
+            );
+            let generalized =
+                time::macros::format_description!("[year][month][day][hour][minute][second]Z");
+            let format = if at.year() < 2050 { utc } else { generalized };
+            at.format(format).unwrap()
+        };
+        let not_before = asn1_time(created - 86_400);
+        let not_after = asn1_time(created - 86_400 + CERTIFICATE_DAYS * 86_400);
+        let holds = |text: &str| der.windows(text.len()).any(|w| w == text.as_bytes());
+        assert!(holds(&not_before), "notBefore {not_before} (UTCTime)");
+        assert!(
+            holds(&not_after),
+            "notAfter {not_after} (GeneralizedTime after 2049)"
+        );
+    }
+
     #[test]
     fn a_damaged_sidecar_is_an_error_not_a_silent_legacy_key() {
         let dir = tempfile::tempdir().unwrap();

@@ -554,6 +554,17 @@ mod tests {
             jwk_thumbprint(&jwk),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
         );
+        // RFC 7517 appendix A.1's EC key (the thumbprint computed apart, with Python's
+        // hashlib over the canonical members).
+        let ec = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "use": "enc", "kid": "1",
+            "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
+            "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM",
+        });
+        assert_eq!(
+            jwk_thumbprint(&ec),
+            "cn-I_WNMClehiVp51i_0VpOENW1upEerA8sEam5hn-s"
+        );
     }
 
     fn load(dir: &Path, now: i64) -> Keyring {
