@@ -348,13 +348,13 @@ async fn change_notices_reach_a_subscribed_replica() {
             .await;
     });
     gap.recv().await.expect("a subscription starts with a gap");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while !receiver.shared.notices_live() {
         assert!(Instant::now() < deadline, "never subscribed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     sender.shared.announce_change("acme+ci").await;
-    let notice = tokio::time::timeout(Duration::from_secs(20), received.recv()).await;
+    let notice = tokio::time::timeout(Duration::from_secs(10), received.recv()).await;
     assert_eq!(notice.unwrap().as_deref(), Some("acme+ci"));
     stop.send(()).unwrap();
     listening.await.unwrap();

@@ -537,6 +537,16 @@ mod tests {
             name("https://token.actions.githubusercontent.com/acme"),
             Some("github")
         );
+        assert_eq!(
+            name("https://token.actions.githubusercontent.com.evil.example"),
+            None,
+            "a host that only starts like GitHub's"
+        );
+        assert_eq!(
+            name("https://token.actions.githubusercontent.com/acme/more"),
+            None,
+            "an enterprise slug is one path segment"
+        );
         assert_eq!(name(gitlab::GITLAB_COM), Some("gitlab"));
         assert_eq!(name("https://gitlab.com/"), Some("gitlab"));
         assert_eq!(name(google::ISSUER), Some("google"));
