@@ -282,6 +282,16 @@ mod tests {
     }
 
     #[test]
+    fn owners_take_letters_digits_dashes_and_underscores() {
+        for owner in ["acme-corp", "acme_emu", "Acme2"] {
+            assert!(is_owner(owner), "{owner}");
+        }
+        for owner in ["-acme", "acme.corp", "acme*", "", &"a".repeat(101)] {
+            assert!(!is_owner(owner), "{owner}");
+        }
+    }
+
+    #[test]
     fn malformed_fields_are_refused() {
         for (bad, needle) in [
             (json!({"provider": "github"}), "repository is required"),
