@@ -291,6 +291,48 @@ mod tests {
         }
     }
 
+    /// Each fault of a workflow path, a reusable workflow reference or a GHES host is refused
+    /// on its own, next to the same field well formed.
+    #[test]
+    fn each_fault_of_a_workflow_or_a_host_is_refused_alone() {
+        let with = |field: &str, value: &str| {
+            expand(json!({"provider": "github", "repository": "acme/app", field: value}))
+        };
+        for ok in [
+            ".github/workflows/release.yml",
+            ".github/workflows/r.yaml",
+            ".github/workflows/*",
+        ] {
+            assert!(with("workflow", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            ".github/workflows/",
+            ".github/workflows/sub/r.yml",
+            ".github/workflows/r.txt",
+        ] {
+            assert!(with("workflow", bad).is_err(), "{bad}");
+        }
+        let ok = "acme/tools/.github/workflows/build.yml@refs/heads/main";
+        assert!(with("job_workflow", ok).is_ok());
+        for bad in [
+            "acme/tools/.github/workflows/build.yml@",
+            "-acme/tools/.github/workflows/build.yml@refs/heads/main",
+            "acme/../.github/workflows/build.yml@refs/heads/main",
+            "acme/tools/.github/workflows/build.txt@refs/heads/main",
+        ] {
+            assert!(with("job_workflow", bad).is_err(), "{bad}");
+        }
+        assert!(with("host", "ghe.example:8443").is_ok());
+        for bad in [
+            "ghe example",
+            "ghe.example#x",
+            "ghe.example/x",
+            "user@ghe.example",
+        ] {
+            assert!(with("host", bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn malformed_fields_are_refused() {
         for (bad, needle) in [
