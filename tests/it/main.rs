@@ -5,6 +5,7 @@ mod harness;
 
 mod action;
 mod ansible;
+mod audit;
 mod authz;
 mod binary;
 mod change_log;

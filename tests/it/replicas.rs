@@ -58,7 +58,7 @@ pub async fn call(url: &str, method: &str, path: &str, token: &str, body: Option
     send(request).await
 }
 
-async fn exchange(url: &str, robot: &str, jwt: &str) -> Reply {
+pub async fn exchange(url: &str, robot: &str, jwt: &str) -> Reply {
     send(
         reqwest::Client::new()
             .get(format!("{url}/oauth2/federation/robot/token"))
@@ -67,7 +67,7 @@ async fn exchange(url: &str, robot: &str, jwt: &str) -> Reply {
     .await
 }
 
-fn github(issuer: &Issuer) -> String {
+pub fn github(issuer: &Issuer) -> String {
     issuer.token(&issuer.claims("github-actions", SystemClock.unix()))
 }
 
