@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use fedgate::api::registry_auth::MAX_SCOPES;
 use serde_json::json;
 
 use crate::harness::issuer::Issuer;
@@ -79,6 +80,13 @@ async fn registry_token_requests_carry_a_bounded_number_of_scopes() {
     let few = format!("scope=repository:acme/app:pull,push&{}", scopes(10));
     let reply = v2_auth(&client, &gw, &password, &few).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
+
+    // The bound is MAX_SCOPES exactly: 32 scopes are served, 33 are not.
+    let reply = v2_auth(&client, &gw, &password, &scopes(MAX_SCOPES)).await;
+    assert_eq!(reply.status, 200, "{:.300}", reply.text);
+    let reply = v2_auth(&client, &gw, &password, &scopes(MAX_SCOPES + 1)).await;
+    assert_eq!(reply.status, 400, "{:.300}", reply.text);
+    assert!(reply.text.contains("at most 32 scopes"), "{}", reply.text);
 }
 
 /// Item 10: failed registry logins are limited per client address, like failed exchanges;
