@@ -328,6 +328,7 @@ mod tests {
             "ghe.example#x",
             "ghe.example/x",
             "user@ghe.example",
+            "ghe.example\\x",
         ] {
             assert!(with("host", bad).is_err(), "{bad}");
         }
