@@ -151,8 +151,14 @@ async fn redirects_keep_the_scheme_and_the_port() {
         let gw = gateway().await;
         let reply = exchange(&gw).await;
         assert_eq!(reply.status, 503, "{}", reply.text);
+        // A policy refusal, not an outage, and the whole error chain, each part once.
         assert!(
-            reply.text.contains("redirect to another scheme or port"),
+            reply
+                .text
+                .contains("(refused: error following redirect for url (https://127.0.0.1:")
+                && reply.text.contains(
+                    "/.well-known/openid-configuration): redirect to another scheme or port)"
+                ),
             "{}",
             reply.text
         );
