@@ -556,6 +556,51 @@ mod tests {
         assert_eq!(name("https://idp.example"), None);
     }
 
+    /// `pinned_at` (as GET shows it) is taken back only with every pin it dates: with a pin
+    /// still pending, or for a preset that pins nothing, it is dropped. Empty strings are
+    /// absent fields.
+    #[test]
+    fn pinned_at_comes_back_only_with_every_pin() {
+        let date = "Fri, 10 May 2024 15:11:00 -0000";
+        let pinned_at = |entry: Value| expand(entry).unwrap().1.pinned_at;
+        let both = json!({"provider": "github", "repository": "acme/app",
+            "repository_owner_id": "1", "repository_id": 2, "pinned_at": date});
+        assert_eq!(pinned_at(both.clone()), crate::clock::parse_quay_date(date));
+        assert_eq!(
+            expand(both).unwrap().1.fields["repository_id"],
+            "2",
+            "an ID given as a number is shown as the text its claim holds"
+        );
+        assert_eq!(
+            pinned_at(json!({"provider": "github", "repository": "acme/app",
+                "repository_owner_id": "1", "pinned_at": date})),
+            None,
+            "repository_id is still pending"
+        );
+        assert_eq!(
+            pinned_at(
+                json!({"provider": "kubernetes", "issuer": "https://k8s.example",
+                "namespace": "ci", "service_account": "builder", "pinned_at": date})
+            ),
+            None,
+            "nothing to pin"
+        );
+        assert!(
+            expand(json!({"provider": "github", "repository": "acme/app",
+                "repository_owner_id": "1", "repository_id": "2", "pinned_at": "yesterday"}))
+            .unwrap_err()
+            .contains("pinned_at")
+        );
+        let (plain, preset) = expand(json!({"provider": "github", "repository": "acme/app",
+            "issuer": "", "subject": "", "environment": ""}))
+        .unwrap();
+        assert_eq!(plain["subject"], "*");
+        assert!(
+            !preset.fields.contains_key("environment"),
+            "an empty field is not shown"
+        );
+    }
+
     #[test]
     fn unknown_providers_and_fields() {
         assert!(
