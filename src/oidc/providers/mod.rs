@@ -601,6 +601,27 @@ mod tests {
         );
     }
 
+    /// An issuer template trusts every tenant of its cloud unless `tid` names the tenants,
+    /// each without a `*`.
+    #[test]
+    fn an_issuer_template_needs_its_tenants_named_exactly() {
+        let entry = |tid: Option<Value>| -> FederationEntry {
+            let mut entry = json!({"subject": "*",
+                "issuer": "https://login.microsoftonline.com/{tenantid}/v2.0"});
+            if let Some(tid) = tid {
+                entry["conditions"] = json!({ "tid": tid });
+            }
+            serde_json::from_value(entry).unwrap()
+        };
+        for named in [json!("72f988bf"), json!(["72f988bf", "2d7a0c1e"])] {
+            assert_eq!(check_entry(&entry(Some(named.clone()))), Ok(()), "{named}");
+        }
+        for open in [None, Some(json!("72f9*")), Some(json!(["72f988bf", "*"]))] {
+            let err = check_entry(&entry(open.clone())).unwrap_err();
+            assert!(err.contains("accepts every tenant"), "{open:?}: {err}");
+        }
+    }
+
     #[test]
     fn unknown_providers_and_fields() {
         assert!(
