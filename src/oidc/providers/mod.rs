@@ -622,6 +622,44 @@ mod tests {
         }
     }
 
+    /// The first exchange pins the token's immutable IDs: a string, or a number as its digits;
+    /// a value that is missing, empty, longer than 256 bytes or holds a `*` (it would pin a
+    /// pattern) refuses the exchange instead.
+    #[test]
+    fn pins_are_taken_from_the_token_only_when_they_are_plain_values() {
+        let (_, preset) = expand(json!({"provider": "github", "repository": "acme/app"})).unwrap();
+        let pins = |owner_id: Value| {
+            let claims = crate::oidc::verify::claims(
+                json!({"iss": github::ISSUER, "sub": "repo:acme/app:ref:refs/heads/main",
+                       "aud": "x", "exp": 1, "repository_owner_id": owner_id,
+                       "repository_id": "99"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            )
+            .unwrap();
+            pins_from(&preset, &claims)
+        };
+        let pinned = |owner: &str| {
+            Ok(vec![
+                ("repository_owner_id".to_string(), owner.to_string()),
+                ("repository_id".to_string(), "99".to_string()),
+            ])
+        };
+        assert_eq!(pins(json!("42")), pinned("42"));
+        assert_eq!(pins(json!(42)), pinned("42"));
+        assert_eq!(pins(json!("7".repeat(256))), pinned(&"7".repeat(256)));
+        for unpinnable in [
+            json!(""),
+            json!("7".repeat(257)),
+            json!("4*"),
+            json!(null),
+            json!(true),
+        ] {
+            assert!(pins(unpinnable.clone()).is_err(), "{unpinnable}");
+        }
+    }
+
     #[test]
     fn unknown_providers_and_fields() {
         assert!(
