@@ -571,6 +571,24 @@ mod tests {
         Keyring::load(dir, 100, now).unwrap()
     }
 
+    /// A key made since staged rotation carries the certificate written beside it, and the
+    /// registry is given that one (not one made afresh, which would not match what the
+    /// operator configured).
+    #[test]
+    fn a_new_key_serves_the_certificate_stored_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_key(dir.path(), SigningAlg::ES256, DAY, 1000).unwrap();
+        let stored = key_files::list(dir.path()).unwrap()[0]
+            .meta
+            .clone()
+            .unwrap()
+            .certificate;
+        let ring = load(dir.path(), 1000);
+        let key = ring.signing_key(1000);
+        assert_eq!(key.stored_certificate(), Some(stored.as_str()));
+        assert_eq!(key.registry_certificate(5000).unwrap(), stored);
+    }
+
     #[test]
     fn every_algorithm_signs_what_its_jwks_verifies() {
         for alg in [SigningAlg::ES256, SigningAlg::RS256, SigningAlg::EdDSA] {
