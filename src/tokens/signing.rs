@@ -456,11 +456,6 @@ impl Keyring {
             .min()
     }
 
-    /// The key files this ring was loaded from, oldest first.
-    pub fn files(&self) -> &[KeyFile] {
-        &self.loaded_from
-    }
-
     /// The public JWKS document: every published key, staged ones included.
     pub fn jwks(&self) -> serde_json::Value {
         serde_json::json!({"keys": self.published.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})
@@ -716,6 +711,10 @@ mod tests {
         assert_ne!(second, first);
         assert_eq!(ring.state(&ring.published()[1], 2499), KeyState::Staged);
         assert_eq!(ring.state(&ring.published()[0], 2500), KeyState::Retiring);
+        // What `keys list` shows: the old key is superseded when the staged one activates, the
+        // newest key by nothing.
+        assert_eq!(ring.superseded_at(&ring.published()[0]), Some(2500));
+        assert_eq!(ring.superseded_at(&ring.published()[1]), None);
         // The old key retires `retire_after` after the new one activated.
         assert!(!ring.out_of_date(dir.path(), 2599));
         assert!(ring.out_of_date(dir.path(), 2600));
