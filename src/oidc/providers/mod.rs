@@ -571,6 +571,11 @@ mod tests {
             "2",
             "an ID given as a number is shown as the text its claim holds"
         );
+        let (_, google) = expand(json!({"provider": "google", "unique_id": 1234567890})).unwrap();
+        assert_eq!(
+            google.fields["unique_id"], "1234567890",
+            "a provider's only ID too"
+        );
         assert_eq!(
             pinned_at(json!({"provider": "github", "repository": "acme/app",
                 "repository_owner_id": "1", "pinned_at": date})),
