@@ -87,9 +87,7 @@ async fn a_gap_in_the_change_log_drops_the_whole_robot_cache() {
     gw.caught_up().await;
     assert_eq!(exchange().await.status, 200, "the robot is cached now");
 
-    let pool = sqlx::AnyPool::connect(&gw.config.storage.database_url)
-        .await
-        .unwrap();
+    let pool = gw.database().await;
     sqlx::query(
         "CREATE TRIGGER lost AFTER INSERT ON robot_changes WHEN NEW.robot = 'acme+ci' \
          BEGIN DELETE FROM robot_changes WHERE generation = NEW.generation; END",

@@ -290,9 +290,7 @@ async fn token_lookups_are_keyed_by_the_storage_key() {
         .await;
     assert_eq!(created.status, 201, "{}", created.text);
     let token = created.json()["token"].as_str().unwrap().to_string();
-    let pool = sqlx::AnyPool::connect(&gw.config.storage.database_url)
-        .await
-        .unwrap();
+    let pool = gw.database().await;
     let stored: Vec<String> = sqlx::query_scalar("SELECT token_lookup FROM robots")
         .fetch_all(&pool)
         .await

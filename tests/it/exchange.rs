@@ -884,9 +884,7 @@ async fn the_warm_path_reads_nothing_but_the_replay_record() {
     gw.caught_up().await;
     assert_eq!(exchange().await.status, 200, "warm: keys and robot cached");
 
-    let pool = sqlx::AnyPool::connect(&gw.config.storage.database_url)
-        .await
-        .unwrap();
+    let pool = gw.database().await;
     for table in [
         "robots",
         "federation_entries",

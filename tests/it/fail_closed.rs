@@ -28,9 +28,7 @@ async fn a_replay_record_the_database_cannot_write_fails_closed() {
     gw.caught_up().await;
     assert_eq!(gw.exchange("acme+ci", &token()).await.status, 200, "warm");
 
-    let pool = sqlx::AnyPool::connect(&gw.config.storage.database_url)
-        .await
-        .unwrap();
+    let pool = gw.database().await;
     let rename = async |from: &str, to: &str| {
         sqlx::query(&format!("ALTER TABLE {from} RENAME TO {to}"))
             .execute(&pool)

@@ -327,9 +327,7 @@ async fn secrets_are_not_stored_in_plain_text(backend: Backend) {
         .await
         .json();
     let robot_token = robot["token"].as_str().unwrap();
-    let pool = sqlx::AnyPool::connect(&gw.config.storage.database_url)
-        .await
-        .unwrap();
+    let pool = gw.database().await;
     let dump = dump_tables(&pool).await;
     assert!(
         !dump.contains(robot_token),

@@ -290,6 +290,14 @@ impl Gateway {
         self.state.store.as_ref()
     }
 
+    /// A connection pool of the test's own to the gateway's database, for what the API
+    /// cannot do: reading stored rows as they are, hiding a table, adding a trigger.
+    pub async fn database(&self) -> sqlx::AnyPool {
+        sqlx::AnyPool::connect(&self.config.storage.database_url)
+            .await
+            .unwrap()
+    }
+
     pub async fn user(&self, name: &str) {
         self.store().create_user(name, 1_700_000_000).await.unwrap();
     }
