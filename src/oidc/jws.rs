@@ -365,8 +365,21 @@ fn parse_jwk(jwk: &Jwk) -> Option<VerifyingKey> {
 mod tests {
     use super::*;
 
+    fn b64(bytes: &[u8]) -> String {
+        BASE64URL_NOPAD.encode_to_string(bytes)
+    }
+
     fn b64json(v: serde_json::Value) -> String {
-        BASE64URL_NOPAD.encode_to_string(v.to_string().as_bytes())
+        b64(v.to_string().as_bytes())
+    }
+
+    /// The public JWK of an RSA key pair, without `alg`.
+    fn rsa_jwk(pair: &aws_lc_rs::signature::RsaKeyPair, kid: &str) -> serde_json::Value {
+        use aws_lc_rs::signature::KeyPair;
+        let public = pair.public_key();
+        serde_json::json!({"kty": "RSA", "kid": kid,
+            "n": b64(public.modulus().big_endian_without_leading_zero()),
+            "e": b64(public.exponent().big_endian_without_leading_zero())})
     }
 
     /// A well-formed token of exactly [`MAX_TOKEN_BYTES`] is read; one byte more is refused
@@ -442,13 +455,9 @@ mod tests {
 
     #[test]
     fn an_rsa_key_without_alg_is_parsed_once_and_verifies_every_rsa_algorithm() {
-        use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+        use aws_lc_rs::signature::RsaKeyPair;
         let pair = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-        let public = pair.public_key();
-        let b64 = |bytes: &[u8]| BASE64URL_NOPAD.encode_to_string(bytes);
-        let doc = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k",
-            "n": b64(public.modulus().big_endian_without_leading_zero()),
-            "e": b64(public.exponent().big_endian_without_leading_zero())}]});
+        let doc = serde_json::json!({"keys": [rsa_jwk(&pair, "k")]});
         let set = parse_jwks(doc.to_string().as_bytes()).unwrap();
         assert_eq!(
             set.by_kid["k"].len(),
@@ -491,15 +500,8 @@ mod tests {
     /// each key and each `kid`.
     #[test]
     fn a_key_set_weighs_its_keys_and_their_kids() {
-        use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
-        let b64 = |bytes: &[u8]| BASE64URL_NOPAD.encode_to_string(bytes);
-        let jwk = |size, kid: &str| {
-            let pair = RsaKeyPair::generate(size).unwrap();
-            let public = pair.public_key();
-            serde_json::json!({"kty": "RSA", "kid": kid,
-                "n": b64(public.modulus().big_endian_without_leading_zero()),
-                "e": b64(public.exponent().big_endian_without_leading_zero())})
-        };
+        use aws_lc_rs::signature::RsaKeyPair;
+        let jwk = |size, kid: &str| rsa_jwk(&RsaKeyPair::generate(size).unwrap(), kid);
         let weigh = |keys: Vec<serde_json::Value>| {
             let doc = serde_json::json!({ "keys": keys });
             parse_jwks(doc.to_string().as_bytes()).unwrap().weight()
@@ -543,7 +545,6 @@ mod tests {
     #[test]
     fn a_key_declared_for_another_algorithm_is_not_used() {
         use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair};
-        let b64 = |bytes: &[u8]| BASE64URL_NOPAD.encode_to_string(bytes);
         let p256 = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
         let point = p256.public_key().as_ref();
         let ec = |alg: &str| {

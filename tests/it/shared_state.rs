@@ -295,12 +295,18 @@ async fn redis_keys_keep_their_names_and_lifetimes() {
     );
 
     let window = format!("fedgate:limit:robot:acme+ci:{}", now / 60);
-    let count: u64 = redis::cmd("GET")
-        .arg(&window)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(count, 1, "the admission counted in {window}");
+    let count = async |redis: &mut redis::aio::MultiplexedConnection| -> u64 {
+        redis::cmd("GET")
+            .arg(&window)
+            .query_async(redis)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        count(&mut redis).await,
+        1,
+        "the admission counted in {window}"
+    );
     let left = ttl(&mut redis, &window).await;
     assert!((119..=120).contains(&left), "TTL {left}");
     state
@@ -309,12 +315,11 @@ async fn redis_keys_keep_their_names_and_lifetimes() {
         .await
         .unwrap()
         .unwrap();
-    let count: u64 = redis::cmd("GET")
-        .arg(&window)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(count, 2, "limit_hit counts in the same window");
+    assert_eq!(
+        count(&mut redis).await,
+        2,
+        "limit_hit counts in the same window"
+    );
     let left = ttl(&mut redis, &window).await;
     assert!((119..=120).contains(&left), "TTL {left}");
 }
