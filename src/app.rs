@@ -86,6 +86,8 @@ pub enum OpenError {
     Fetcher(String),
     #[error("storage.redis_url: {0}")]
     Redis(String),
+    #[error(transparent)]
+    Replays(#[from] crate::store::LedgerError),
 }
 
 impl AppState {
@@ -93,6 +95,10 @@ impl AppState {
     /// the keys, with the real clock and random source.
     pub async fn open(config: Config, schema: SchemaPolicy) -> Result<Self, OpenError> {
         let store = open_store(&config, schema).await?;
+        if config.federation.replay_protection && config.storage.redis_url.is_empty() {
+            // Before the port opens: a second node on the same SQLite file stops here.
+            store.open_replay_ledger(SystemClock.unix()).await?;
+        }
         Self::with_parts(
             config,
             Arc::new(store),

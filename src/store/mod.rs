@@ -7,6 +7,8 @@
 mod changes;
 mod checkpoint;
 mod replay_batch;
+mod replay_journal;
+mod replay_ledger;
 pub mod schema;
 mod sql;
 
@@ -14,6 +16,7 @@ use async_trait::async_trait;
 
 pub use crate::oidc::policy::{Conditions, FederationEntry};
 
+pub use replay_ledger::LedgerError;
 pub use sql::SqlStore;
 
 /// Seconds since the Unix epoch.

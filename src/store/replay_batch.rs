@@ -1,18 +1,16 @@
-//! Replay records written in groups (group commit). Every exchange with replay protection on
-//! records its token's `(issuer, jti)`; written one statement each, concurrent exchanges queue
-//! for SQLite's single write lock and each commit writes its own pages to the WAL. Here one
-//! task writes them instead: the records that arrived while the previous group was being
-//! written go in together, as one `INSERT ... ON CONFLICT ... RETURNING` statement (atomic: all
-//! or none), and each waiting exchange is answered only after that statement has committed.
+//! Replay records of PostgreSQL without Redis, written in groups (group commit). SQLite decides
+//! them in memory instead ([`super::replay_ledger`]). Written one statement each, concurrent
+//! exchanges queue for the table's locks and each commit is its own round trip. Here one task
+//! writes them instead: the records that arrived while the previous group was being written go
+//! in together, as one `INSERT ... ON CONFLICT ... RETURNING` statement (atomic: all or none),
+//! and each waiting exchange is answered only after that statement has committed.
 //!
 //! The decision is the same as one statement per record: a record is new when the statement
 //! inserted it, or took over an expired one. Two requests for the same record in one group are
 //! one insert: the first is answered by the database, the others are replays.
 //!
-//! The writer keeps one connection of the pool for itself: a connection that wrote the last
-//! group has the table's pages and the statements of every group size cached, where any other
-//! connection would find its page cache stale (SQLite drops it when another connection wrote)
-//! and read the pages again. It lets go of the connection when the pool closes, so nothing is
+//! The writer keeps one connection of the pool for itself, with the statements of every group
+//! size prepared on it. It lets go of the connection when the pool closes, so nothing is
 //! written after `Store::close`.
 
 use std::collections::HashSet;
@@ -166,30 +164,5 @@ fn answer_error(group: impl IntoIterator<Item = Pending>, error: sqlx::Error) {
             .take()
             .unwrap_or_else(|| sqlx::Error::Protocol(message.clone()));
         let _ = p.answer.send(Err(StoreError::Backend(e)));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use crate::config::DatabaseKind;
-    use crate::store::{ReplayStore, SqlStore, Store};
-
-    #[tokio::test]
-    async fn a_closed_store_records_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/fedgate.db", dir.path().display());
-        let store = SqlStore::connect(&url, DatabaseKind::Sqlite).await.unwrap();
-        store.migrate().await.unwrap();
-        assert!(store.record_once("iss", "jti-1", 100, 1).await.unwrap());
-        assert!(!store.record_once("iss", "jti-1", 100, 1).await.unwrap());
-        tokio::time::timeout(Duration::from_secs(30), store.close())
-            .await
-            .expect("closing the store waited on the replay writer");
-        // The writer held a connection of its own: it must let go of it when the pool closes,
-        // not keep writing through it.
-        let closed = store.record_once("iss", "jti-2", 100, 1).await;
-        assert!(closed.is_err(), "a closed store recorded {closed:?}");
     }
 }

@@ -4,7 +4,8 @@
 //! share (`$n` placeholders, `ON CONFLICT`, `RETURNING`), so one implementation and one set of
 //! migrations serve both, and the test suite runs every query against both.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use sqlx::{AnyPool, Executor, Row};
 use super::changes::{RobotRef, record_change};
 use super::checkpoint;
 use super::replay_batch::ReplayWriter;
+use super::replay_ledger::{LedgerError, ReplayLedger};
 use super::schema::{self, Migrated, SchemaError, SchemaState};
 use super::{
     ApiTokenRecord, ApiTokenStore, FederationEntry, FederationStore, Grant, NamespaceKind,
@@ -30,8 +32,13 @@ const ROBOT_COLUMNS: &str = "id, namespace, short_name, description, metadata, t
 pub struct SqlStore {
     pub(super) pool: AnyPool,
     kind: DatabaseKind,
-    /// Replay records go through one writer, in groups (started on first use).
+    /// PostgreSQL: replay records go through one writer, in groups (started on first use).
     replays: std::sync::OnceLock<ReplayWriter>,
+    /// SQLite: replay records are decided in memory (opened on first use, or by
+    /// [`Self::open_replay_ledger`]); shared by clones, since there must be one.
+    ledger: Arc<tokio::sync::OnceCell<ReplayLedger>>,
+    /// SQLite's database file; `None` in memory and for PostgreSQL.
+    database_file: Option<PathBuf>,
 }
 
 impl SqlStore {
@@ -39,9 +46,9 @@ impl SqlStore {
     /// database is put in WAL mode, so readers never wait for the writer.
     pub async fn connect(url: &str, kind: DatabaseKind) -> Result<Self, sqlx::Error> {
         sqlx::any::install_default_drivers();
-        let (url, max_connections) = match kind {
-            DatabaseKind::Sqlite => (sqlite_url_creating_dir(url)?, 8),
-            DatabaseKind::Postgres => (url.to_string(), 16),
+        let (url, max_connections, database_file) = match kind {
+            DatabaseKind::Sqlite => (sqlite_url_creating_dir(url)?, 8, sqlite_file(url)),
+            DatabaseKind::Postgres => (url.to_string(), 16, None),
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
@@ -77,7 +84,25 @@ impl SqlStore {
             pool,
             kind,
             replays: std::sync::OnceLock::new(),
+            ledger: Arc::default(),
+            database_file,
         })
+    }
+
+    /// SQLite: takes this database's replay records for this process and reads back the live
+    /// ones, so a second `fedgate serve` on the same file is refused at start rather than at
+    /// its first exchange. Nothing for PostgreSQL.
+    pub async fn open_replay_ledger(&self, now: Unix) -> Result<(), LedgerError> {
+        if self.kind == DatabaseKind::Sqlite {
+            self.ledger(now).await?;
+        }
+        Ok(())
+    }
+
+    async fn ledger(&self, now: Unix) -> Result<&ReplayLedger, LedgerError> {
+        self.ledger
+            .get_or_try_init(|| ReplayLedger::open(&self.pool, self.database_file.as_deref(), now))
+            .await
     }
 
     /// Where the schema stands against this binary's migrations (reads only).
@@ -92,6 +117,17 @@ impl SqlStore {
 }
 
 /// `sqlite://data/fedgate.db` → creates `data/` and asks sqlx to create the file.
+/// The database file a `sqlite:` URL names; `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path.is_empty() || path == ":memory:" || query.contains("mode=memory");
+    (!in_memory).then(|| PathBuf::from(path))
+}
+
 fn sqlite_url_creating_dir(url: &str) -> Result<String, sqlx::Error> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -647,13 +683,29 @@ impl ReplayStore for SqlStore {
         expires_at: Unix,
         now: Unix,
     ) -> StoreResult<bool> {
-        self.replays
-            .get_or_init(|| ReplayWriter::start(self.pool.clone()))
-            .record_once(issuer, jti, expires_at, now)
-            .await
+        match self.kind {
+            DatabaseKind::Sqlite => {
+                // Nothing is recorded after `close` (shutdown), as on PostgreSQL.
+                if self.pool.is_closed() {
+                    return Err(StoreError::Backend(sqlx::Error::PoolClosed));
+                }
+                let ledger = self.ledger(now).await?;
+                ledger.record_once(issuer, jti, expires_at, now)
+            }
+            DatabaseKind::Postgres => {
+                self.replays
+                    .get_or_init(|| ReplayWriter::start(self.pool.clone()))
+                    .record_once(issuer, jti, expires_at, now)
+                    .await
+            }
+        }
     }
 
     async fn purge_replay_records(&self, now: Unix) -> StoreResult<u64> {
+        if let Some(ledger) = self.ledger.get() {
+            ledger.forget_expired(now);
+        }
+        // On SQLite, what releases before the ledger wrote (the journal trims itself).
         let done = sqlx::query("DELETE FROM replay_records WHERE expires_at < $1")
             .bind(now)
             .execute(&self.pool)
@@ -670,6 +722,11 @@ impl Store for SqlStore {
     }
 
     async fn close(&self) {
+        if let Some(ledger) = self.ledger.get()
+            && let Err(e) = ledger.sync()
+        {
+            tracing::warn!(error = %e, "cannot sync the replay journal");
+        }
         self.pool.close().await;
     }
 }

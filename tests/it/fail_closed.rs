@@ -17,12 +17,14 @@ fn entry(issuer: &Issuer) -> serde_json::Value {
             "audiences": ["https://github.com/octo-org"]}])
 }
 
-/// One node: replay records in the database. The table is hidden once robot and keys are
-/// cached (the rate limits live in memory).
+/// PostgreSQL without Redis: replay records in the database. The table is hidden once robot
+/// and keys are cached (the rate limits live in memory). One SQLite node journals its records
+/// instead; a journal that cannot write is `replay_ledger`'s unit test
+/// `a_record_the_journal_cannot_write_is_an_error_and_not_kept`.
 #[tokio::test]
 async fn a_replay_record_the_database_cannot_write_fails_closed() {
     let issuer = Issuer::rsa().await;
-    let gw = Gateway::trusting(Backend::Sqlite, &issuer, Arc::new(SystemClock), |_| {}).await;
+    let gw = Gateway::trusting(Backend::Postgres, &issuer, Arc::new(SystemClock), |_| {}).await;
     gw.federated_robot("acme", "ci", entry(&issuer)).await;
     let token = || issuer.token(&issuer.claims("github-actions", SystemClock.unix()));
     gw.caught_up().await;

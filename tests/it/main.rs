@@ -26,6 +26,7 @@ mod listener;
 mod lockout;
 mod login;
 mod memory;
+mod one_node_replays;
 mod outbound;
 mod permissions;
 mod platforms;

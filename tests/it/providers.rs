@@ -275,7 +275,11 @@ async fn a_resurrected_owner_is_refused(backend: Backend) {
 async fn racing_first_exchanges_pin_one_value(backend: Backend) {
     let issuer = Issuer::rsa().await;
     let (gw, token) = site(backend, &issuer).await;
-    let other = gw.replica().await;
+    // One SQLite database has one node (it decides replays); PostgreSQL races two replicas.
+    let other = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(gw.replica().await),
+    };
     robot(
         &gw,
         &token,
@@ -289,7 +293,7 @@ async fn racing_first_exchanges_pin_one_value(backend: Backend) {
         let mut claims = issuer.claims_as("github-actions", GITHUB, now());
         let owner = if i % 2 == 0 { "123456" } else { "777" };
         claims["repository_owner_id"] = json!(owner);
-        let replica = if i % 4 < 2 { &gw } else { &other };
+        let replica = other.as_ref().filter(|_| i % 4 >= 2).unwrap_or(&gw);
         let request = replica
             .client
             .get(format!("{}/oauth2/federation/robot/token", replica.url))
