@@ -670,6 +670,17 @@ fn main() {
             EXCHANGE,
             Password::Same(same_identity),
         ));
+        // The reference's own path with fresh tokens: what a new token costs apart from its
+        // replay record.
+        targets.push(
+            Target::new(
+                "exchange, replay off, fresh tokens",
+                &replay_off,
+                EXCHANGE,
+                Password::FreshIdentityToken,
+            )
+            .against("exchange, replay off"),
+        );
         targets.push(
             Target::new(
                 "exchange, replay on (SQLite)",
