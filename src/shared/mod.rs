@@ -40,18 +40,13 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-fn digest_hex(parts: &[&str]) -> String {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for part in parts {
-        ctx.update(part.as_bytes());
-        ctx.update(&[0]);
-    }
-    data_encoding::HEXLOWER.encode(ctx.finish().as_ref())
-}
-
 /// Where Redis keeps the replay record of `(issuer, jti)`.
 fn replay_key(issuer: &str, jti: &str) -> String {
-    format!("fedgate:replay:{}", digest_hex(&[issuer, jti]))
+    let digest = crate::store::replay_digest(issuer, jti);
+    format!(
+        "fedgate:replay:{}",
+        data_encoding::HEXLOWER.encode(digest.as_ref())
+    )
 }
 
 /// What [`Shared::admit`] decided about an exchange.

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 pub use crate::oidc::policy::{Conditions, FederationEntry};
 
 pub use replay_ledger::LedgerError;
+pub(crate) use replay_ledger::replay_digest;
 pub use sql::SqlStore;
 
 /// Seconds since the Unix epoch.

@@ -26,17 +26,23 @@ use super::{StoreError, StoreResult, Unix};
 /// The memory is split so concurrent exchanges rarely wait for one another's lock.
 const SHARDS: usize = 16;
 
-/// A record's key: the first 16 bytes of SHA-256(issuer NUL jti NUL), as the replica stack's
-/// Redis key (`fedgate:replay:<hex of all 32>`). 128 bits: no two tokens share one in practice.
+/// A record's key: the first 16 bytes of [`replay_digest`]. 128 bits: no two tokens share one
+/// in practice.
 pub(super) type Key = u128;
 
-fn key_of(issuer: &str, jti: &str) -> Key {
+/// SHA-256(issuer NUL jti NUL): a replay record's identity wherever it is kept (this ledger's
+/// key, and the replica stack's Redis key `fedgate:replay:<hex>`).
+pub(crate) fn replay_digest(issuer: &str, jti: &str) -> aws_lc_rs::digest::Digest {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for part in [issuer, jti] {
         ctx.update(part.as_bytes());
         ctx.update(&[0]);
     }
-    let digest = ctx.finish();
+    ctx.finish()
+}
+
+fn key_of(issuer: &str, jti: &str) -> Key {
+    let digest = replay_digest(issuer, jti);
     Key::from_be_bytes(digest.as_ref()[..16].try_into().expect("16 of 32 bytes"))
 }
 
