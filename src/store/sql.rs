@@ -116,24 +116,28 @@ impl SqlStore {
     }
 }
 
-/// `sqlite://data/fedgate.db` → creates `data/` and asks sqlx to create the file.
-/// The database file a `sqlite:` URL names; `None` for an in-memory database.
-fn sqlite_file(url: &str) -> Option<PathBuf> {
+/// A `sqlite:` URL without its scheme, and that split into the file's path and the query:
+/// `sqlite://data/fedgate.db?mode=rwc` → (`data/fedgate.db?mode=rwc`, `data/fedgate.db`,
+/// `mode=rwc`).
+fn sqlite_parts(url: &str) -> (&str, &str, &str) {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    (rest, path, query)
+}
+
+/// The database file a `sqlite:` URL names; `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let (_, path, query) = sqlite_parts(url);
     let in_memory = path.is_empty() || path == ":memory:" || query.contains("mode=memory");
     (!in_memory).then(|| PathBuf::from(path))
 }
 
+/// `sqlite://data/fedgate.db` → creates `data/` and asks sqlx to create the file.
 fn sqlite_url_creating_dir(url: &str) -> Result<String, sqlx::Error> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (rest, path, query) = sqlite_parts(url);
     let parent = Path::new(path)
         .parent()
         .filter(|p| !p.as_os_str().is_empty());
@@ -744,5 +748,9 @@ mod tests {
         assert!(dir.path().join("sub").is_dir());
         let kept = sqlite_url_creating_dir("sqlite::memory:?mode=memory").unwrap();
         assert_eq!(kept, "sqlite://:memory:?mode=memory");
+        // The replay journal goes beside a file, and nowhere for a database in memory.
+        assert_eq!(sqlite_file(&format!("sqlite://{}", db.display())), Some(db));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://file:x?mode=memory"), None);
     }
 }
