@@ -3,14 +3,11 @@
 //! on the same database is refused at start, and records an older release wrote in the
 //! `replay_records` table still count after the upgrade.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
 use fedgate::clock::{Clock, SystemClock};
 
 use crate::harness::free_port;
 use crate::harness::issuer::Issuer;
-use crate::harness::replica::{Replica, admin, fedgate};
+use crate::harness::replica::{Replica, admin, run_to_exit};
 use crate::replicas::{acme, deployment, exchange};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,25 +39,9 @@ async fn a_used_token_stays_used_after_a_crash_and_only_one_node_decides() {
         "FEDGATE_SERVER_METRICS_LISTEN".into(),
         format!("127.0.0.1:{}", free_port()),
     ));
-    let mut second = fedgate(&second_env, &["serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            panic!("a second `fedgate serve` started on the same SQLite database");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success());
+    let second = run_to_exit(&second_env, &["serve"]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
     assert!(
         stderr.contains("another fedgate process decides replays for this database"),
         "{stderr}"

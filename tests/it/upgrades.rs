@@ -3,15 +3,14 @@
 //! with the command that fixes it; a binary runs against the next release's (additive) schema.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 use fedgate::clock::{Clock, SystemClock};
 use serde_json::json;
 use sqlx::migrate::Migrator;
 
 use crate::harness::issuer::Issuer;
-use crate::harness::replica::{Replica, acme_admin, fedgate};
+use crate::harness::replica::{Replica, acme_admin, run_to_exit};
 use crate::harness::{Backend, database_url, send};
 use crate::on_both_databases;
 
@@ -70,25 +69,8 @@ impl Site {
         Self { dir, env, database }
     }
 
-    /// Runs a verb to its end (killed after a minute: a `serve` that should have refused).
     fn run(&self, args: &[&str]) -> Output {
-        let mut child = fedgate(&self.env, args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "fedgate {args:?} did not exit: {:?}",
-                    child.wait_with_output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().unwrap()
+        run_to_exit(&self.env, args)
     }
 
     /// Applies the migrations found in `migrations` (a directory of `NNNN_name.sql`) as

@@ -1,7 +1,7 @@
 //! `fedgate serve` as a separate process: the replicas of SPEC section 9.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::free_port;
@@ -18,6 +18,28 @@ pub fn fedgate(env: &[(String, String)], args: &[&str]) -> Command {
     }
     cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
     cmd
+}
+
+/// Runs a verb to its end and returns what it printed; kills it after a minute (a `serve`
+/// that should have refused to start) and fails the test.
+pub fn run_to_exit(env: &[(String, String)], args: &[&str]) -> Output {
+    let mut child = fedgate(env, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "fedgate {args:?} did not exit: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Runs an admin verb and returns its stdout.
