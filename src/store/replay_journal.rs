@@ -135,13 +135,13 @@ impl Journal {
     /// run it off the async workers, every second.
     pub(super) fn maintain(&self) -> std::io::Result<()> {
         let now = self.now.load(Ordering::Relaxed);
-        let due = {
+        // The next segment's number, once the current one is a minute old.
+        let next_number = {
             let current = self.current.read().expect("journal lock poisoned");
             current.file.sync_data()?;
-            now >= current.opened_at + SEGMENT_SECONDS
+            (now >= current.opened_at + SEGMENT_SECONDS).then_some(current.number + 1)
         };
-        if due {
-            let number = self.current.read().expect("journal lock poisoned").number + 1;
+        if let Some(number) = next_number {
             let next = Segment::create(&self.dir, number, now)?;
             let old = std::mem::replace(
                 &mut *self.current.write().expect("journal lock poisoned"),
