@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::harness::issuer::Issuer;
 use crate::harness::registry::{
-    Registry, Trust, assert_refused, keys_verb, oci_image, pulled_content, registry_cert,
+    Registry, Trust, assert_push_refused, assert_refused, keys_verb, oci_image, pulled_content,
+    registry_cert,
 };
 use crate::harness::{Backend, Gateway, Reply, send};
 
@@ -303,13 +304,15 @@ async fn a_stock_registry_and_skopeo_log_in_through_fedgate() {
             &reader,
         )
         .unwrap_or_else(|e| panic!("read robot pulls: {e}"));
-    assert_refused(
-        registry.skopeo_copy(
-            &image,
-            &registry.image("acme/app", "3"),
-            "acme+reader",
-            &reader,
-        ),
+    assert_push_refused(
+        || {
+            registry.skopeo_copy(
+                &image,
+                &registry.image("acme/app", "3"),
+                "acme+reader",
+                &reader,
+            )
+        },
         "read robot cannot push",
     );
     let stranger = minted(&gw, &issuer, "acme+stranger").await;
@@ -323,13 +326,15 @@ async fn a_stock_registry_and_skopeo_log_in_through_fedgate() {
         ),
         "a robot without a role cannot pull",
     );
-    assert_refused(
-        registry.skopeo_copy(
-            &image,
-            &registry.image("acme/app", "4"),
-            "acme+stranger",
-            &stranger,
-        ),
+    assert_push_refused(
+        || {
+            registry.skopeo_copy(
+                &image,
+                &registry.image("acme/app", "4"),
+                "acme+stranger",
+                &stranger,
+            )
+        },
         "a robot without a role cannot push",
     );
 
@@ -341,13 +346,15 @@ async fn a_stock_registry_and_skopeo_log_in_through_fedgate() {
         Some(json!([{"issuer": issuer.url, "subject": "repo:octo-org/octo-repo:*", "audiences": ["https://github.com/octo-org"]}])),
     )
     .await;
-    assert_refused(
-        registry.skopeo_copy(
-            &image,
-            &registry.image("acme/app", "5"),
-            "acme+writer",
-            &writer_minted,
-        ),
+    assert_push_refused(
+        || {
+            registry.skopeo_copy(
+                &image,
+                &registry.image("acme/app", "5"),
+                "acme+writer",
+                &writer_minted,
+            )
+        },
         "revoked token",
     );
 

@@ -10,7 +10,7 @@ use fedgate::clock::SystemClock;
 
 use crate::harness::issuer::Issuer;
 use crate::harness::registry::{
-    Distribution, Podman, Registry, TokenAuth, Trust, assert_refused, keys_verb, oci_image,
+    Distribution, Podman, Registry, TokenAuth, Trust, assert_push_refused, keys_verb, oci_image,
     pulled_content, registry_cert, registry3_or_skip,
 };
 use crate::harness::{Backend, Gateway};
@@ -60,13 +60,17 @@ async fn push_and_pull(distribution: Distribution, mode: Mode) {
         )
         .unwrap_or_else(|e| panic!("{name}: skopeo pull: {e}\nregistry: {}", registry.log()));
     assert_eq!(pulled_content(&pulled), "pushed by skopeo");
-    let refused = registry.skopeo_copy(
-        &image,
-        &registry.image("acme/app", "reader"),
-        "acme+reader",
-        &reader,
+    assert_push_refused(
+        || {
+            registry.skopeo_copy(
+                &image,
+                &registry.image("acme/app", "reader"),
+                "acme+reader",
+                &reader,
+            )
+        },
+        &format!("{name}: a read-only robot pushes"),
     );
-    assert_refused(refused, &format!("{name}: a read-only robot pushes"));
 
     // podman: log in with a token from the exchange, push, forget the image, pull it back.
     let podman = Podman::default();
@@ -96,8 +100,8 @@ async fn push_and_pull(distribution: Distribution, mode: Mode) {
     );
     let other = format!("{}/acme/app:by-reader", registry.addr);
     podman.run(&["tag", &id, &other]).unwrap();
-    assert_refused(
-        podman.run(&["push", "--tls-verify=false", &other]),
+    assert_push_refused(
+        || podman.run(&["push", "--tls-verify=false", &other]),
         &format!("{name}: a read-only robot pushes with podman"),
     );
 }

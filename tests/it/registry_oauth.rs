@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::harness::containerd::Containerd;
 use crate::harness::issuer::Issuer;
-use crate::harness::registry::{Registry, TokenAuth, Trust, assert_refused, oci_image};
+use crate::harness::registry::{Registry, TokenAuth, Trust, assert_push_refused, oci_image};
 use crate::harness::replica::{Replica, acme_admin, admin};
 use crate::harness::{Backend, Gateway, Reply, send};
 use crate::registry::{acme, minted, robot_token};
@@ -190,15 +190,19 @@ async fn containerd_pushes_and_pulls_with_one_post_per_token() {
 
     let tag = format!("{base}:by-reader");
     containerd.ctr(&["images", "tag", &image, &tag]).unwrap();
-    let refused = containerd.ctr(&[
-        "images",
-        "push",
-        "--plain-http",
-        "--user",
-        &reader_user,
-        &tag,
-    ]);
-    assert_refused(refused, "a read-only robot pushes a new tag");
+    assert_push_refused(
+        || {
+            containerd.ctr(&[
+                "images",
+                "push",
+                "--plain-http",
+                "--user",
+                &reader_user,
+                &tag,
+            ])
+        },
+        "a read-only robot pushes a new tag",
+    );
     // Looked at with a pull token: v1 is there, the reader's tag is not.
     let pull = post_form(
         &fedgate.url,

@@ -16,7 +16,6 @@ pub fn registry_cert(gw: &Gateway) -> String {
     keys_verb(gw, "registry-cert") + "\n"
 }
 
-/// `fedgate keys <verb>` for the gateway's keys directory; its stdout.
 /// Asserts that a client (skopeo, podman, ctr) failed because the registry refused it
 /// (401/403, `denied`, `insufficient_scope`), not for another reason such as a crashed
 /// registry or a refused connection.
@@ -40,6 +39,34 @@ pub fn assert_refused<T: std::fmt::Debug>(result: Result<T, String>, what: &str)
     );
 }
 
+/// Runs `push`, which must be refused, and asserts the refusal as [`assert_refused`] does.
+/// A transport failure is retried (three attempts in all): a registry answers 401 to a manifest
+/// `PUT` and may close the connection while the client is still sending the body, so the
+/// refusal can reach the client as a broken pipe instead of the registry's answer.
+pub fn assert_push_refused<T: std::fmt::Debug>(
+    mut push: impl FnMut() -> Result<T, String>,
+    what: &str,
+) {
+    let transport = |err: &String| {
+        let lower = err.to_lowercase();
+        ["closed pipe", "broken pipe", "connection reset"]
+            .iter()
+            .any(|w| lower.contains(w))
+    };
+    let mut result = push();
+    for _ in 1..3 {
+        match &result {
+            Err(err) if transport(err) => {
+                eprintln!("{what}: a transport failure, pushing again: {err}");
+                result = push();
+            }
+            _ => break,
+        }
+    }
+    assert_refused(result, what);
+}
+
+/// `fedgate keys <verb>` for the gateway's keys directory; its stdout.
 pub fn keys_verb(gw: &Gateway, verb: &str) -> String {
     super::replica::admin(&keys_env(gw), &["keys", verb])
 }
