@@ -5,10 +5,11 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use base64_simd::STANDARD as BASE64;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER};
+use http::header::{AUTHORIZATION, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
 
+use super::oauth_form::token_response;
 use crate::app::AppState;
 use crate::exchange::{self, ExchangeError};
 use crate::http::ClientAddr;
@@ -149,18 +150,11 @@ pub async fn exchange(
     )
     .await;
     match result {
-        Ok(minted) => {
-            let mut response = Json(wire::RobotToken {
-                token: minted.token.expose_secret().into(),
-                expires_in: minted.expires_in,
-                token_type: "Bearer".into(),
-            })
-            .into_response();
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
+        Ok(minted) => token_response(wire::RobotToken {
+            token: minted.token.expose_secret().into(),
+            expires_in: minted.expires_in,
+            token_type: "Bearer".into(),
+        }),
         Err(err) => failure(&state, err),
     }
 }
