@@ -58,6 +58,7 @@ async fn github_token_exchanges_for_a_verifiable_robot_token(backend: Backend) {
     let reply = gw.exchange("acme+ci", &issuer.token(&claims)).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.headers["cache-control"], "no-store");
+    assert_eq!(reply.headers["content-type"], "application/json");
     let body = reply.json();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 3600);
